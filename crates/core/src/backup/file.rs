@@ -1,0 +1,136 @@
+//! Saving one file's contents: open without following links and without
+//! touching atime, read only data extents of sparse files, chunk, save.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use super::Progress;
+use crate::chunker::{ChunkError, Chunker};
+use crate::error::Error;
+use crate::format::pack::BlobKind;
+use crate::format::tree::{Node, Time};
+use crate::packer::BlobSaver;
+use crate::walk::{sparse_extents, ExtentReader};
+
+/// What reading one file did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileOutcome {
+    pub size: u64,
+    pub bytes_read: u64,
+    pub blobs_added: u64,
+    pub data_added: u64,
+    pub stored_added: u64,
+}
+
+impl FileOutcome {
+    pub fn unchanged(size: u64) -> FileOutcome {
+        FileOutcome {
+            size,
+            ..FileOutcome::default()
+        }
+    }
+}
+
+/// Why a file was not saved.
+#[derive(Debug)]
+pub enum FileError {
+    /// The file could not be read: it is skipped and the snapshot is partial.
+    Unreadable(String),
+    /// The repository failed: the backup must stop.
+    Repository(Error),
+}
+
+pub(super) fn open_for_backup(path: &Path) -> io::Result<File> {
+    let open = |flags| OpenOptions::new().read(true).custom_flags(flags).open(path);
+    match open(libc::O_NOFOLLOW | libc::O_NOATIME) {
+        // O_NOATIME is refused on files we do not own unless we are root.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(libc::O_NOFOLLOW),
+        other => other,
+    }
+}
+
+pub(super) fn save_file(
+    saver: &BlobSaver,
+    chunker: &Chunker,
+    path: &Path,
+    mut node: Node,
+    buf: &mut Vec<u8>,
+    progress: &dyn Progress,
+) -> (Node, Result<FileOutcome, FileError>) {
+    let result = read_and_save(saver, chunker, path, &mut node, buf, progress);
+    if let Ok(outcome) = &result {
+        progress.file_done(path, outcome);
+    }
+    (node, result)
+}
+
+fn read_and_save(
+    saver: &BlobSaver,
+    chunker: &Chunker,
+    path: &Path,
+    node: &mut Node,
+    buf: &mut Vec<u8>,
+    progress: &dyn Progress,
+) -> Result<FileOutcome, FileError> {
+    let unreadable = |what: &str, e: io::Error| FileError::Unreadable(format!("{what}: {e}"));
+    let file = open_for_backup(path).map_err(|e| unreadable("cannot open", e))?;
+    let before = file.metadata().map_err(|e| unreadable("cannot stat", e))?;
+    if before.ino() != node.inode || before.size() != node.size {
+        // Replaced or changed between the directory scan and open.
+        node.inode = before.ino();
+        node.size = before.size();
+        node.mtime = Time {
+            s: before.mtime(),
+            ns: before.mtime_nsec() as u32,
+        };
+        node.ctime = Time {
+            s: before.ctime(),
+            ns: before.ctime_nsec() as u32,
+        };
+    }
+    let extents = sparse_extents(&file, &before);
+    let mut outcome = FileOutcome {
+        size: node.size,
+        ..FileOutcome::default()
+    };
+    let mut content = Vec::new();
+    let sink = |chunk: &[u8]| -> Result<(), Error> {
+        let saved = saver.save(BlobKind::Data, chunk)?;
+        content.push(saved.id);
+        if saved.added {
+            outcome.blobs_added += 1;
+            outcome.data_added += chunk.len() as u64;
+            outcome.stored_added += saved.stored;
+        }
+        Ok(())
+    };
+    let read = match &extents {
+        Some(ext) => chunker.chunk(ExtentReader::new(&file, ext.clone()), buf, sink),
+        None => chunker.chunk(&file, buf, sink),
+    };
+    let read = read.map_err(|e| match e {
+        ChunkError::Read(e) => unreadable("cannot read", e),
+        ChunkError::Sink(e) => FileError::Repository(e),
+    })?;
+    outcome.bytes_read = read;
+    if extents.is_none() {
+        node.size = read;
+    }
+    if let Ok(after) = file.metadata() {
+        if after.mtime() != before.mtime()
+            || after.mtime_nsec() != before.mtime_nsec()
+            || after.size() != before.size()
+            || after.ctime() != before.ctime()
+        {
+            progress.warning(
+                path,
+                "file changed while it was read; the saved copy may be inconsistent",
+            );
+        }
+    }
+    node.content = Some(content);
+    node.extents = extents;
+    Ok(outcome)
+}

@@ -1,0 +1,448 @@
+//! The backup engine: walk paths, save changed files, write a snapshot.
+//!
+//! One walker thread visits directories depth first, stats entries and
+//! builds trees; worker threads read, chunk, hash, compress, seal and pack
+//! file contents. The job queue is bounded, so memory is bounded by the
+//! number of workers times their buffers, not by the size of the tree.
+//! A file whose size, mtime, ctime and inode equal its node in the parent
+//! snapshot is not opened: its content list is reused.
+//!
+//! Write order (what makes a killed backup harmless): every pack is stored
+//! before the index file that lists it, and the index before the snapshot.
+
+mod file;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::error::{Error, Result};
+use crate::format::pack::BlobKind;
+use crate::format::snapshot::{Snapshot, Summary};
+use crate::format::to_cbor;
+use crate::format::tree::{Node, NodeKind, Tree};
+use crate::id::Id;
+use crate::packer::BlobSaver;
+use crate::repository::Repository;
+use crate::select;
+use crate::walk::{node_from_metadata, ExcludeOptions, Excluder, NameCache};
+
+pub use file::{FileError, FileOutcome};
+
+/// What the caller wants backed up and how.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    pub paths: Vec<PathBuf>,
+    pub excludes: ExcludeOptions,
+    pub hostname: Option<String>,
+    pub tags: Vec<String>,
+    pub time: Option<jiff::Timestamp>,
+    /// Use this snapshot as parent instead of looking one up.
+    pub parent: Option<Id>,
+    /// Read every file even if the parent says it is unchanged.
+    pub force: bool,
+    /// Worker threads reading files; 0 means one per core.
+    pub threads: usize,
+}
+
+impl BackupOptions {
+    pub fn new(paths: Vec<PathBuf>) -> BackupOptions {
+        BackupOptions {
+            paths,
+            excludes: ExcludeOptions::default(),
+            hostname: None,
+            tags: Vec::new(),
+            time: None,
+            parent: None,
+            force: false,
+            threads: 0,
+        }
+    }
+}
+
+/// Events of a running backup; every method has a do-nothing default.
+pub trait Progress: Sync {
+    /// A path could not be backed up; the snapshot will be partial.
+    fn error(&self, _path: &Path, _message: &str) {}
+    /// Something worth telling that does not make the snapshot partial.
+    fn warning(&self, _path: &Path, _message: &str) {}
+    /// A file is done: how many of its bytes were read and added.
+    fn file_done(&self, _path: &Path, _outcome: &FileOutcome) {}
+    fn dir_done(&self, _path: &Path) {}
+}
+
+/// A [`Progress`] that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+struct Job {
+    path: PathBuf,
+    node: Node,
+    reply: Sender<(Node, Result<FileOutcome, FileError>)>,
+}
+
+struct Walker<'a> {
+    saver: &'a BlobSaver,
+    excluder: Excluder,
+    progress: &'a dyn Progress,
+    jobs: Sender<Job>,
+    names: NameCache,
+    summary: Summary,
+    force: bool,
+}
+
+/// Run a backup. Returns the new snapshot's id and the snapshot.
+pub fn run(
+    repo: &Arc<Repository>,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<(Id, Snapshot)> {
+    let started = Instant::now();
+    let _lock = repo.lock(false)?;
+    repo.load_index()?;
+    let roots = top_level(&opts.paths)?;
+    let hostname = opts.hostname.clone().unwrap_or_else(crate::hostname);
+    let paths: Vec<String> = roots.iter().map(|(p, _)| p.display().to_string()).collect();
+    let parent = find_parent(repo, opts, &hostname, &paths)?;
+    let parent_tree = match &parent {
+        Some((_, snap)) => Some(repo.load_tree(&snap.tree)?),
+        None => None,
+    };
+    let saver = BlobSaver::new(repo.clone());
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        opts.threads
+    };
+    let (jobs_tx, jobs_rx) = bounded::<Job>(threads * 4);
+    let chunker = crate::chunker::Chunker::new(&repo.config().chunker);
+    let (tree_id, mut summary) = std::thread::scope(|scope| -> Result<(Id, Summary)> {
+        for _ in 0..threads {
+            let rx: Receiver<Job> = jobs_rx.clone();
+            let (saver, chunker) = (&saver, &chunker);
+            scope.spawn(move || {
+                let mut buf = Vec::new();
+                for job in rx {
+                    let outcome = file::save_file(
+                        saver,
+                        chunker,
+                        &job.path,
+                        job.node.clone(),
+                        &mut buf,
+                        progress,
+                    );
+                    let _ = job.reply.send(outcome);
+                }
+            });
+        }
+        drop(jobs_rx);
+        let mut walker = Walker {
+            saver: &saver,
+            excluder: Excluder::new(opts.excludes.clone())?,
+            progress,
+            jobs: jobs_tx,
+            names: NameCache::default(),
+            summary: Summary::default(),
+            force: opts.force,
+        };
+        let tree_id = walker.save_roots(&roots, parent_tree.as_ref());
+        drop(walker.jobs); // lets the workers finish
+        Ok((tree_id?, walker.summary))
+    })?;
+    saver.finish()?;
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    let snapshot = Snapshot {
+        version: crate::format::VERSION,
+        time: opts.time.unwrap_or_else(jiff::Timestamp::now),
+        tree: tree_id,
+        paths,
+        hostname,
+        username: crate::username(),
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        tags: opts.tags.clone(),
+        parent: parent.map(|(id, _)| id),
+        partial: summary.errors > 0,
+        summary: Some(summary),
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok((id, snapshot))
+}
+
+/// Absolute paths and the names they get at the snapshot's top level.
+fn top_level(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    if paths.is_empty() {
+        return Err(Error::invalid("nothing to back up: give at least one path"));
+    }
+    let mut seen: HashMap<Vec<u8>, PathBuf> = HashMap::new();
+    let mut out = Vec::new();
+    for p in paths {
+        let abs = std::path::absolute(p).map_err(|e| Error::io(p, "cannot resolve", e))?;
+        let abs = normalize(&abs);
+        p.symlink_metadata()
+            .map_err(|e| Error::io(p, "cannot back up", e))?;
+        let name = abs
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_else(|| b"root".to_vec());
+        if let Some(other) = seen.insert(name.clone(), abs.clone()) {
+            return Err(Error::invalid(format!(
+                "{} and {} would both be stored as {:?} at the top of the snapshot; back them up separately or give their common parent",
+                other.display(),
+                abs.display(),
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        out.push((abs, name));
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
+}
+
+/// Remove `.` and `..` components lexically (no symlink resolution).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn find_parent(
+    repo: &Repository,
+    opts: &BackupOptions,
+    host: &str,
+    paths: &[String],
+) -> Result<Option<(Id, Snapshot)>> {
+    if opts.force && opts.parent.is_none() {
+        return Ok(None);
+    }
+    let (snaps, _) = repo.snapshots()?;
+    if let Some(want) = opts.parent {
+        return snaps
+            .into_iter()
+            .find(|(id, _)| *id == want)
+            .map(Some)
+            .ok_or_else(|| Error::missing(format!("parent snapshot {want} does not exist")));
+    }
+    let mut sorted = paths.to_vec();
+    sorted.sort();
+    Ok(select::latest_matching(snaps, |s| {
+        let mut p = s.paths.clone();
+        p.sort();
+        s.hostname == host && p == sorted
+    }))
+}
+
+impl Walker<'_> {
+    fn save_roots(&mut self, roots: &[(PathBuf, Vec<u8>)], parent: Option<&Tree>) -> Result<Id> {
+        let mut pending = Vec::new();
+        let mut nodes = Vec::new();
+        for (path, name) in roots {
+            let parent_node = parent.and_then(|t| find_node(t, name));
+            self.visit(path, name, parent_node, &mut nodes, &mut pending)?;
+        }
+        self.collect(pending, &mut nodes)?;
+        self.save_tree(nodes)
+    }
+
+    /// Stat one entry and add its node (now, or via a worker) to `nodes`.
+    fn visit(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        parent: Option<&Node>,
+        nodes: &mut Vec<Node>,
+        pending: &mut Vec<(PathBuf, Receiver<(Node, Result<FileOutcome, FileError>)>)>,
+    ) -> Result<()> {
+        let meta = match path.symlink_metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                self.fail(path, &format!("cannot stat: {e}"));
+                return Ok(());
+            }
+        };
+        if self.excluder.excludes(path, &meta) {
+            return Ok(());
+        }
+        let mut node = match node_from_metadata(path, name, &meta, &mut self.names) {
+            Ok(n) => n,
+            Err(e) => {
+                self.fail(path, &e.to_string());
+                return Ok(());
+            }
+        };
+        match node.kind {
+            NodeKind::File => {
+                if let Some(content) = self.unchanged(&node, parent) {
+                    node.content = Some(content.0);
+                    node.extents = content.1;
+                    self.summary.files_unchanged += 1;
+                    self.summary.total_bytes += node.size;
+                    self.progress
+                        .file_done(path, &FileOutcome::unchanged(node.size));
+                    nodes.push(node);
+                } else {
+                    if parent.is_some() {
+                        self.summary.files_changed += 1;
+                    } else {
+                        self.summary.files_new += 1;
+                    }
+                    let (tx, rx) = bounded(1);
+                    let job = Job {
+                        path: path.to_path_buf(),
+                        node,
+                        reply: tx,
+                    };
+                    self.jobs
+                        .send(job)
+                        .map_err(|_| Error::invalid("backup workers stopped"))?;
+                    pending.push((path.to_path_buf(), rx));
+                }
+            }
+            NodeKind::Dir => {
+                let parent_tree = match parent.and_then(|p| p.subtree) {
+                    Some(id) => self.saver.repo().load_tree(&id).ok(),
+                    None => None,
+                };
+                node.subtree = Some(self.save_dir(path, meta.dev(), parent_tree.as_ref())?);
+                self.summary.dirs += 1;
+                self.progress.dir_done(path);
+                nodes.push(node);
+            }
+            _ => {
+                self.summary.other_nodes += 1;
+                nodes.push(node);
+            }
+        }
+        Ok(())
+    }
+
+    fn save_dir(&mut self, path: &Path, dev: u64, parent: Option<&Tree>) -> Result<Id> {
+        let mut nodes = Vec::new();
+        let mut pending = Vec::new();
+        if !self.excluder.excludes_dir_contents(path) {
+            let mut names: Vec<_> = match std::fs::read_dir(path) {
+                Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect(),
+                Err(e) => {
+                    self.fail(path, &format!("cannot list directory: {e}"));
+                    Vec::new()
+                }
+            };
+            names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            for name in names {
+                let child = path.join(&name);
+                if self.excluder.one_file_system() && crosses_device(&child, dev) {
+                    continue;
+                }
+                let parent_node = parent.and_then(|t| find_node(t, name.as_bytes()));
+                self.visit(
+                    &child,
+                    name.as_bytes(),
+                    parent_node,
+                    &mut nodes,
+                    &mut pending,
+                )?;
+            }
+        }
+        self.collect(pending, &mut nodes)?;
+        self.save_tree(nodes)
+    }
+
+    fn collect(
+        &mut self,
+        pending: Vec<(PathBuf, Receiver<(Node, Result<FileOutcome, FileError>)>)>,
+        nodes: &mut Vec<Node>,
+    ) -> Result<()> {
+        for (path, rx) in pending {
+            match rx.recv() {
+                Ok((node, Ok(outcome))) => {
+                    self.summary.bytes_read += outcome.bytes_read;
+                    self.summary.total_bytes += node.size;
+                    self.summary.blobs_added += outcome.blobs_added;
+                    self.summary.data_added += outcome.data_added;
+                    self.summary.data_added_stored += outcome.stored_added;
+                    nodes.push(node);
+                }
+                Ok((_, Err(FileError::Unreadable(message)))) => self.fail(&path, &message),
+                Ok((_, Err(FileError::Repository(e)))) => return Err(e),
+                Err(_) => {
+                    return Err(Error::invalid(
+                        "a backup worker thread stopped unexpectedly",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn save_tree(&mut self, mut nodes: Vec<Node>) -> Result<Id> {
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let bytes = to_cbor(&Tree { nodes });
+        let saved = self.saver.save(BlobKind::Tree, &bytes)?;
+        if saved.added {
+            self.summary.blobs_added += 1;
+            self.summary.data_added += bytes.len() as u64;
+            self.summary.data_added_stored += saved.stored;
+        }
+        Ok(saved.id)
+    }
+
+    /// The parent's content if the file is unchanged and still stored.
+    fn unchanged(
+        &self,
+        node: &Node,
+        parent: Option<&Node>,
+    ) -> Option<(Vec<crate::Id>, Option<Vec<crate::format::tree::Extent>>)> {
+        let p = parent?;
+        if self.force
+            || p.kind != NodeKind::File
+            || p.size != node.size
+            || p.mtime != node.mtime
+            || p.ctime != node.ctime
+            || p.inode != node.inode
+        {
+            return None;
+        }
+        let content = p.content.clone()?;
+        if !content.iter().all(|id| self.saver.known(id)) {
+            return None;
+        }
+        Some((content, p.extents.clone()))
+    }
+
+    fn fail(&mut self, path: &Path, message: &str) {
+        self.summary.errors += 1;
+        self.progress.error(path, message);
+    }
+}
+
+fn crosses_device(path: &Path, dev: u64) -> bool {
+    path.symlink_metadata()
+        .is_ok_and(|m| m.is_dir() && m.dev() != dev)
+}
+
+fn find_node<'t>(tree: &'t Tree, name: &[u8]) -> Option<&'t Node> {
+    tree.nodes
+        .binary_search_by(|n| n.name.as_slice().cmp(name))
+        .ok()
+        .map(|i| &tree.nodes[i])
+}
+
+/// The name a path gets inside its parent directory.
+pub fn name_of(path: &Path) -> &[u8] {
+    path.file_name().map(OsStr::as_bytes).unwrap_or(b"")
+}

@@ -1,0 +1,159 @@
+//! Everything that is written to a repository, byte for byte.
+//!
+//! docs/format.md is the contract; this module is its implementation. Each
+//! sealed object's plaintext starts with one byte that says how the rest is
+//! encoded (`0` stored, `1` zstd), so compression is chosen per object.
+
+pub mod config;
+pub mod index;
+pub mod key;
+pub mod pack;
+pub mod snapshot;
+pub mod tree;
+
+use std::cell::RefCell;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+
+/// The repository format version this program writes and reads.
+pub const VERSION: u32 = 1;
+
+const STORED: u8 = 0;
+const ZSTD: u8 = 1;
+
+/// Associated data binding a sealed object to its role.
+pub mod ad {
+    pub const CONFIG: &[u8] = b"strata config";
+    pub const KEY: &[u8] = b"strata key";
+    pub const INDEX: &[u8] = b"strata index";
+    pub const SNAPSHOT: &[u8] = b"strata snapshot";
+    pub const LOCK: &[u8] = b"strata lock";
+    pub const PACK_HEADER: &[u8] = b"strata pack header";
+    pub const DATA: &[u8] = b"strata data";
+    pub const TREE: &[u8] = b"strata tree";
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+}
+
+fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, compressor) = slot.as_mut()?;
+        compressor.compress(data).ok()
+    })
+}
+
+/// Encode a plaintext payload: compressed with zstd at `level` when that
+/// saves at least 1/32 of the size, stored otherwise. `level == 0` stores.
+pub fn encode_payload(data: &[u8], level: i32) -> Vec<u8> {
+    if level != 0 && data.len() >= 64 {
+        if let Some(z) = zstd_compress(data, level) {
+            if z.len() < data.len() - data.len() / 32 {
+                let mut out = Vec::with_capacity(z.len() + 1);
+                out.push(ZSTD);
+                out.extend_from_slice(&z);
+                return out;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(data.len() + 1);
+    out.push(STORED);
+    out.extend_from_slice(data);
+    out
+}
+
+/// Decode what [`encode_payload`] produced.
+pub fn decode_payload(mut payload: Vec<u8>) -> Result<Vec<u8>> {
+    match payload.first() {
+        Some(&STORED) => {
+            payload.remove(0);
+            Ok(payload)
+        }
+        Some(&ZSTD) => zstd::stream::decode_all(&payload[1..])
+            .map_err(|e| Error::corrupted(format!("zstd data is damaged: {e}"))),
+        Some(other) => Err(Error::corrupted(format!(
+            "unknown payload encoding {other}"
+        ))),
+        None => Err(Error::corrupted("empty payload")),
+    }
+}
+
+/// Serialize as CBOR (RFC 8949).
+pub fn to_cbor<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing CBOR into a Vec fails only for types serde cannot express,
+    // which none of ours are.
+    let _ = ciborium::into_writer(value, &mut out);
+    out
+}
+
+pub fn from_cbor<T: DeserializeOwned>(data: &[u8], what: &str) -> Result<T> {
+    ciborium::from_reader(data).map_err(|e| Error::corrupted(format!("{what} is not valid: {e}")))
+}
+
+/// Seal a structured object: CBOR, then payload encoding, then encryption.
+pub fn seal_object<T: Serialize>(key: &MasterKey, ad: &[u8], value: &T, level: i32) -> Vec<u8> {
+    key.seal(ad, &encode_payload(&to_cbor(value), level))
+}
+
+pub fn open_object<T: DeserializeOwned>(
+    key: &MasterKey,
+    ad: &[u8],
+    sealed: &[u8],
+    what: &str,
+) -> Result<T> {
+    let plain = key.open(ad, sealed).map_err(|e| e.context(what))?;
+    from_cbor(&decode_payload(plain).map_err(|e| e.context(what))?, what)
+}
+
+/// Bytes as text for people: UTF-8 where valid, `\xNN` escapes elsewhere.
+pub fn display_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trip_and_choice() {
+        let text = b"abcabcabc".repeat(100);
+        let enc = encode_payload(&text, 3);
+        assert_eq!(enc[0], ZSTD);
+        assert!(enc.len() < text.len() / 4);
+        assert_eq!(decode_payload(enc).unwrap(), text);
+
+        let random: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let enc = encode_payload(&random, 3);
+        assert_eq!(decode_payload(enc.clone()).unwrap(), random);
+
+        let small = encode_payload(b"hi", 3);
+        assert_eq!(small, vec![STORED, b'h', b'i']);
+        assert!(decode_payload(vec![9, 1]).is_err());
+        assert!(decode_payload(vec![]).is_err());
+    }
+
+    #[test]
+    fn display_escapes_invalid_utf8() {
+        assert_eq!(display_bytes(b"caf\xc3\xa9"), "café");
+        assert_eq!(display_bytes(b"a\xffb"), "a\\xffb");
+    }
+}

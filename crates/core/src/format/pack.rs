@@ -1,0 +1,182 @@
+//! Pack files: many sealed blobs followed by a sealed header and its length.
+//!
+//! ```text
+//! blob_1 || … || blob_n || sealed_header || header_length (u32 LE)
+//! ```
+//! Header plaintext: version byte `1`, then per blob 41 bytes:
+//! kind (u8: 0 data, 1 tree), stored length (u32 LE), raw length (u32 LE),
+//! id (32 bytes). Offsets are implicit: blobs are contiguous from 0.
+//! A pack's name is the plain BLAKE3 of its bytes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{MasterKey, OVERHEAD};
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+const ENTRY_LEN: usize = 41;
+const HEADER_VERSION: u8 = 1;
+
+/// What a blob holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobKind {
+    Data,
+    Tree,
+}
+
+impl BlobKind {
+    pub fn code(self) -> u8 {
+        match self {
+            BlobKind::Data => 0,
+            BlobKind::Tree => 1,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Result<BlobKind> {
+        match code {
+            0 => Ok(BlobKind::Data),
+            1 => Ok(BlobKind::Tree),
+            _ => Err(Error::corrupted(format!("unknown blob kind {code}"))),
+        }
+    }
+
+    /// Associated data for sealing blobs of this kind.
+    pub fn ad(self) -> &'static [u8] {
+        match self {
+            BlobKind::Data => super::ad::DATA,
+            BlobKind::Tree => super::ad::TREE,
+        }
+    }
+}
+
+/// One blob's entry in a pack header (and, with the pack id, in an index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackEntry {
+    pub id: Id,
+    pub kind: BlobKind,
+    pub offset: u32,
+    /// Bytes stored in the pack (sealed).
+    pub length: u32,
+    /// Bytes of the plaintext blob.
+    pub raw_length: u32,
+}
+
+/// Seal the header listing `entries` (in pack order) and append it.
+pub fn finish(key: &MasterKey, mut body: Vec<u8>, entries: &[PackEntry]) -> Vec<u8> {
+    let mut header = Vec::with_capacity(1 + entries.len() * ENTRY_LEN);
+    header.push(HEADER_VERSION);
+    for e in entries {
+        header.push(e.kind.code());
+        header.extend_from_slice(&e.length.to_le_bytes());
+        header.extend_from_slice(&e.raw_length.to_le_bytes());
+        header.extend_from_slice(&e.id.0);
+    }
+    let sealed = key.seal(super::ad::PACK_HEADER, &header);
+    body.extend_from_slice(&sealed);
+    body.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+    body
+}
+
+/// How many bytes to read from the end of a pack of `pack_size` bytes to get
+/// the header, given the 4-byte trailer says `header_len`.
+pub fn header_range(pack_size: u64, header_len: u32) -> Result<(u64, u64)> {
+    let len = u64::from(header_len);
+    if len + 4 > pack_size || (header_len as usize) < OVERHEAD + 1 {
+        return Err(Error::corrupted(format!(
+            "pack header length {header_len} does not fit a pack of {pack_size} bytes"
+        )));
+    }
+    Ok((pack_size - 4 - len, len))
+}
+
+/// Decode a sealed header read from a pack of `pack_size` bytes.
+pub fn parse_header(key: &MasterKey, sealed: &[u8], pack_size: u64) -> Result<Vec<PackEntry>> {
+    let plain = key.open(super::ad::PACK_HEADER, sealed)?;
+    if plain.first() != Some(&HEADER_VERSION) || (plain.len() - 1) % ENTRY_LEN != 0 {
+        return Err(Error::corrupted("pack header has a bad version or length"));
+    }
+    let mut entries = Vec::with_capacity((plain.len() - 1) / ENTRY_LEN);
+    let mut offset: u64 = 0;
+    for raw in plain[1..].chunks_exact(ENTRY_LEN) {
+        let length = u32::from_le_bytes([raw[1], raw[2], raw[3], raw[4]]);
+        let raw_length = u32::from_le_bytes([raw[5], raw[6], raw[7], raw[8]]);
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&raw[9..41]);
+        entries.push(PackEntry {
+            id: Id(id),
+            kind: BlobKind::from_code(raw[0])?,
+            offset: offset as u32,
+            length,
+            raw_length,
+        });
+        offset += u64::from(length);
+    }
+    let expected = offset + sealed.len() as u64 + 4;
+    if expected != pack_size {
+        return Err(Error::corrupted(format!(
+            "pack header describes {expected} bytes but the pack has {pack_size}"
+        )));
+    }
+    Ok(entries)
+}
+
+/// Split the trailer off a whole pack and parse its header.
+pub fn parse_pack(key: &MasterKey, pack: &[u8]) -> Result<Vec<PackEntry>> {
+    if pack.len() < 4 {
+        return Err(Error::corrupted("pack is shorter than its trailer"));
+    }
+    let tail = &pack[pack.len() - 4..];
+    let header_len = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+    let (start, len) = header_range(pack.len() as u64, header_len)?;
+    parse_header(
+        key,
+        &pack[start as usize..(start + len) as usize],
+        pack.len() as u64,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_damage() {
+        let key = MasterKey::random();
+        let b1 = key.seal(BlobKind::Data.ad(), b"\0one");
+        let b2 = key.seal(BlobKind::Tree.ad(), b"\0two!");
+        let entries = vec![
+            PackEntry {
+                id: key.blob_id(b"one"),
+                kind: BlobKind::Data,
+                offset: 0,
+                length: b1.len() as u32,
+                raw_length: 3,
+            },
+            PackEntry {
+                id: key.blob_id(b"two!"),
+                kind: BlobKind::Tree,
+                offset: b1.len() as u32,
+                length: b2.len() as u32,
+                raw_length: 4,
+            },
+        ];
+        let mut body = b1.clone();
+        body.extend_from_slice(&b2);
+        let pack = finish(&key, body, &entries);
+        assert_eq!(parse_pack(&key, &pack).unwrap(), entries);
+        // header length: version + 2 entries, sealed, plus trailer
+        assert_eq!(
+            pack.len(),
+            b1.len() + b2.len() + 1 + 2 * ENTRY_LEN + OVERHEAD + 4
+        );
+
+        let mut truncated = pack.clone();
+        truncated.remove(0);
+        assert!(parse_pack(&key, &truncated).is_err());
+        let mut flipped = pack.clone();
+        let n = flipped.len();
+        flipped[n - 10] ^= 0x40;
+        assert!(parse_pack(&key, &flipped).is_err());
+    }
+}

@@ -1,0 +1,56 @@
+//! # strata-core
+//!
+//! Building blocks for incremental backups: an encrypted, deduplicating,
+//! content-addressed repository and the engines that write and read it.
+//!
+//! Layers, each knowing only the one below it:
+//! - [`storage`]: named immutable objects (local directory, memory, faults);
+//! - [`repository`] with [`format`] and [`crypto`]: keys, packs, index, snapshots;
+//! - [`backup`], [`restore`], [`check`]: the engines;
+//! - the `strata` command-line program (a separate crate) on top.
+//!
+//! A first backup and restore:
+//! ```no_run
+//! use std::sync::Arc;
+//! use strata_core::{storage::LocalStorage, repository::Repository, crypto::KdfParams};
+//! let storage = Arc::new(LocalStorage::new("/tmp/repo"));
+//! let repo = Arc::new(Repository::init(storage, b"password", KdfParams::default())?);
+//! let opts = strata_core::backup::BackupOptions::new(vec!["/etc".into()]);
+//! let (id, _snapshot) = strata_core::backup::run(&repo, &opts, &strata_core::backup::NoProgress)?;
+//! # Ok::<(), strata_core::Error>(())
+//! ```
+
+pub mod backup;
+pub mod check;
+pub mod chunker;
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod id;
+pub mod packer;
+pub mod repository;
+pub mod restore;
+pub mod select;
+pub mod storage;
+pub mod walk;
+
+pub use error::{Error, ErrorKind, Result};
+pub use id::Id;
+
+/// This machine's host name, or `unknown`.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The current user's name, or the numeric uid.
+pub fn username() -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}

@@ -1,0 +1,162 @@
+//! Writing blobs: deduplicate, compress, seal, gather into packs, upload.
+//!
+//! Data and tree blobs go to separate packs so that metadata can later be
+//! cached or read without touching file contents. A pack is written as soon
+//! as it reaches the configured size; its index entries are kept until the
+//! caller writes an index file, which must happen after every pack it lists
+//! is stored (write order: packs, index, snapshot).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::Result;
+use crate::format::encode_payload;
+use crate::format::index::{IndexBlob, IndexFile, IndexPack};
+use crate::format::pack::{self, BlobKind, PackEntry};
+use crate::id::Id;
+use crate::repository::Repository;
+use crate::storage::ObjectKind;
+
+#[derive(Default)]
+struct OpenPack {
+    body: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// What saving one blob did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Saved {
+    pub id: Id,
+    /// False when the blob was already in the repository (deduplicated).
+    pub added: bool,
+    /// Bytes it takes in its pack (0 when deduplicated).
+    pub stored: u64,
+}
+
+/// Saves blobs into a repository, shared by many threads.
+pub struct BlobSaver {
+    repo: Arc<Repository>,
+    /// Blobs added by this saver (the repository index holds the rest).
+    seen: Mutex<HashSet<Id>>,
+    data: Mutex<OpenPack>,
+    tree: Mutex<OpenPack>,
+    written: Mutex<Vec<IndexPack>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl BlobSaver {
+    pub fn new(repo: Arc<Repository>) -> BlobSaver {
+        BlobSaver {
+            repo,
+            seen: Mutex::default(),
+            data: Mutex::default(),
+            tree: Mutex::default(),
+            written: Mutex::default(),
+        }
+    }
+
+    pub fn repo(&self) -> &Arc<Repository> {
+        &self.repo
+    }
+
+    /// Whether a blob is already stored or being stored.
+    pub fn known(&self, id: &Id) -> bool {
+        self.repo.index().contains(id) || lock(&self.seen).contains(id)
+    }
+
+    /// Save a blob unless it is already present.
+    pub fn save(&self, kind: BlobKind, plain: &[u8]) -> Result<Saved> {
+        let id = self.repo.key().blob_id(plain);
+        self.save_with_id(kind, id, plain)
+    }
+
+    pub fn save_with_id(&self, kind: BlobKind, id: Id, plain: &[u8]) -> Result<Saved> {
+        if self.repo.index().contains(&id) || !lock(&self.seen).insert(id) {
+            return Ok(Saved {
+                id,
+                added: false,
+                stored: 0,
+            });
+        }
+        let payload = encode_payload(plain, self.repo.config().compression);
+        let sealed = self.repo.key().seal(kind.ad(), &payload);
+        let stored = sealed.len() as u64;
+        let full = {
+            let mut open = lock(self.open_pack(kind));
+            let entry = PackEntry {
+                id,
+                kind,
+                offset: open.body.len() as u32,
+                length: sealed.len() as u32,
+                raw_length: plain.len() as u32,
+            };
+            open.body.extend_from_slice(&sealed);
+            open.entries.push(entry);
+            if open.body.len() >= self.repo.config().pack_size as usize {
+                Some(std::mem::take(&mut *open))
+            } else {
+                None
+            }
+        };
+        if let Some(full) = full {
+            self.write_pack(full)?;
+        }
+        Ok(Saved {
+            id,
+            added: true,
+            stored,
+        })
+    }
+
+    fn open_pack(&self, kind: BlobKind) -> &Mutex<OpenPack> {
+        match kind {
+            BlobKind::Data => &self.data,
+            BlobKind::Tree => &self.tree,
+        }
+    }
+
+    fn write_pack(&self, open: OpenPack) -> Result<()> {
+        if open.entries.is_empty() {
+            return Ok(());
+        }
+        let bytes = pack::finish(self.repo.key(), open.body, &open.entries);
+        let id = Id::of_object(&bytes);
+        self.repo
+            .storage()
+            .write(ObjectKind::Pack, &id.to_hex(), &bytes)?;
+        let blobs = open.entries.iter().map(IndexBlob::from).collect();
+        lock(&self.written).push(IndexPack { id, blobs });
+        Ok(())
+    }
+
+    /// Write the partly filled packs.
+    pub fn flush(&self) -> Result<()> {
+        for kind in [BlobKind::Data, BlobKind::Tree] {
+            let open = std::mem::take(&mut *lock(self.open_pack(kind)));
+            self.write_pack(open)?;
+        }
+        Ok(())
+    }
+
+    /// Flush, then write one index file for every pack written so far and
+    /// add it to the repository's in-memory index. Returns the index id, or
+    /// `None` when nothing was written.
+    pub fn finish(&self) -> Result<Option<Id>> {
+        self.flush()?;
+        let packs = std::mem::take(&mut *lock(&self.written));
+        if packs.is_empty() {
+            return Ok(None);
+        }
+        let file = IndexFile {
+            version: crate::format::VERSION,
+            packs,
+        };
+        let id = self.repo.save_index(&file)?;
+        self.repo.extend_index(&file);
+        lock(&self.seen).clear();
+        Ok(Some(id))
+    }
+}

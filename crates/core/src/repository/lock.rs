@@ -1,0 +1,85 @@
+//! Repository locks: small sealed objects in `locks/`.
+//!
+//! Backups, restores and checks take shared locks; maintenance that deletes
+//! data takes an exclusive one. A lock conflicts with any lock of another
+//! process when either is exclusive. Locks are removed when the guard drops;
+//! a killed process leaves its lock behind, which a later `unlock` removes.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::MasterKey;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::{ad, open_object, seal_object};
+use crate::id::Id;
+use crate::storage::{ObjectKind, Storage};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub time: jiff::Timestamp,
+    pub exclusive: bool,
+    pub hostname: String,
+    pub username: String,
+    pub pid: u32,
+}
+
+/// Holds a lock until dropped.
+pub struct LockGuard {
+    storage: Arc<dyn Storage>,
+    name: String,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.storage.remove(ObjectKind::Lock, &self.name) {
+            tracing::warn!("could not remove lock {}: {e}", self.name);
+        }
+    }
+}
+
+pub(crate) fn acquire(
+    storage: &Arc<dyn Storage>,
+    key: &MasterKey,
+    exclusive: bool,
+) -> Result<LockGuard> {
+    let info = LockInfo {
+        time: jiff::Timestamp::now(),
+        exclusive,
+        hostname: crate::hostname(),
+        username: crate::username(),
+        pid: std::process::id(),
+    };
+    let sealed = seal_object(key, ad::LOCK, &info, 0);
+    let name = Id::of_object(&sealed).to_hex();
+    storage.write(ObjectKind::Lock, &name, &sealed)?;
+    let guard = LockGuard {
+        storage: storage.clone(),
+        name: name.clone(),
+    };
+    for other in storage.list(ObjectKind::Lock)? {
+        if other.name == name {
+            continue;
+        }
+        let Ok(data) = storage.read(ObjectKind::Lock, &other.name) else {
+            continue;
+        };
+        let Ok(theirs) = open_object::<LockInfo>(key, ad::LOCK, &data, "lock") else {
+            continue;
+        };
+        if exclusive || theirs.exclusive {
+            return Err(Error::new(
+                ErrorKind::Locked,
+                format!(
+                    "repository is locked {} by PID {} on {} since {} (lock {}); if that process is gone, run `strata unlock`",
+                    if theirs.exclusive { "exclusively" } else { "" },
+                    theirs.pid,
+                    theirs.hostname,
+                    theirs.time,
+                    &other.name[..8.min(other.name.len())]
+                ),
+            ));
+        }
+    }
+    Ok(guard)
+}

@@ -1,0 +1,262 @@
+//! Opening a repository: keys, config, index, and typed access to objects.
+
+mod index;
+pub mod lock;
+
+pub use index::{BlobLocation, Index};
+pub use lock::{LockGuard, LockInfo};
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use crate::crypto::{KdfParams, MasterKey};
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::config::Config;
+use crate::format::index::IndexFile;
+use crate::format::key::KeyFile;
+use crate::format::pack::BlobKind;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::Tree;
+use crate::format::{ad, decode_payload, from_cbor, open_object, seal_object, VERSION};
+use crate::id::Id;
+use crate::storage::{ObjectKind, Storage};
+
+/// An open repository: the storage, the master key and the config.
+/// The index is loaded on demand with [`Repository::load_index`].
+pub struct Repository {
+    storage: Arc<dyn Storage>,
+    key: MasterKey,
+    config: Config,
+    index: RwLock<Index>,
+}
+
+impl Repository {
+    /// Create a new repository in empty storage.
+    pub fn init(storage: Arc<dyn Storage>, password: &[u8], kdf: KdfParams) -> Result<Repository> {
+        if !storage.list(ObjectKind::Config)?.is_empty() {
+            return Err(Error::new(
+                ErrorKind::RepositoryExists,
+                format!("a repository already exists at {}", storage.location()),
+            ));
+        }
+        storage.create()?;
+        let key = MasterKey::random();
+        let config = Config::new();
+        let keyfile = KeyFile::wrap(&key, password, kdf, &crate::hostname(), &crate::username())?;
+        let json = keyfile.to_json();
+        storage.write(ObjectKind::Key, &Id::of_object(&json).to_hex(), &json)?;
+        // The config is written last: its presence is what makes a repository.
+        storage.write(
+            ObjectKind::Config,
+            "config",
+            &seal_object(&key, ad::CONFIG, &config, 3),
+        )?;
+        Ok(Repository {
+            storage,
+            key,
+            config,
+            index: RwLock::default(),
+        })
+    }
+
+    /// Open an existing repository with a password.
+    pub fn open(storage: Arc<dyn Storage>, password: &[u8]) -> Result<Repository> {
+        if storage.list(ObjectKind::Config)?.is_empty() {
+            return Err(Error::new(
+                ErrorKind::RepositoryNotFound,
+                format!(
+                    "there is no repository at {} (create one with `strata init`)",
+                    storage.location()
+                ),
+            ));
+        }
+        let key = unwrap_any_key(storage.as_ref(), password)?;
+        let sealed = storage.read(ObjectKind::Config, "config")?;
+        let config: Config = open_object(&key, ad::CONFIG, &sealed, "config")?;
+        if config.version != VERSION {
+            return Err(Error::new(
+                ErrorKind::UnsupportedVersion,
+                format!("repository format version {} is not supported by this strata (it knows {VERSION})", config.version),
+            ));
+        }
+        Ok(Repository {
+            storage,
+            key,
+            config,
+            index: RwLock::default(),
+        })
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Take a shared or exclusive lock, held until the guard is dropped.
+    pub fn lock(&self, exclusive: bool) -> Result<LockGuard> {
+        lock::acquire(&self.storage, &self.key, exclusive)
+    }
+
+    /// Read every index file into memory. Damaged index files are errors.
+    pub fn load_index(&self) -> Result<()> {
+        let mut index = Index::default();
+        for info in self.storage.list(ObjectKind::Index)? {
+            let file = self.read_index_file(&info.name)?;
+            index.add_file(&file);
+        }
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
+        Ok(())
+    }
+
+    pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
+        let sealed = self.storage.read(ObjectKind::Index, name)?;
+        open_object(&self.key, ad::INDEX, &sealed, &format!("index {name}"))
+    }
+
+    /// Replace the in-memory index (used by check, which builds its own).
+    pub fn replace_index(&self, index: Index) {
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
+    }
+
+    pub fn index(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Add entries of freshly written index files to the in-memory index.
+    pub fn extend_index(&self, file: &IndexFile) {
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .add_file(file);
+    }
+
+    /// Write an index file; returns its id.
+    pub fn save_index(&self, file: &IndexFile) -> Result<Id> {
+        self.save_object(ObjectKind::Index, ad::INDEX, file)
+    }
+
+    fn save_object<T: serde::Serialize>(
+        &self,
+        kind: ObjectKind,
+        ad: &[u8],
+        value: &T,
+    ) -> Result<Id> {
+        let sealed = seal_object(&self.key, ad, value, self.config.compression);
+        let id = Id::of_object(&sealed);
+        self.storage.write(kind, &id.to_hex(), &sealed)?;
+        Ok(id)
+    }
+
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        self.save_object(ObjectKind::Snapshot, ad::SNAPSHOT, snap)
+    }
+
+    pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let name = id.to_hex();
+        let sealed = self.storage.read(ObjectKind::Snapshot, &name)?;
+        open_object(
+            &self.key,
+            ad::SNAPSHOT,
+            &sealed,
+            &format!("snapshot {}", id.short()),
+        )
+    }
+
+    /// All snapshots, oldest first. Unreadable ones are returned as errors
+    /// in the second list so callers can report them and go on.
+    pub fn snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<Error>)> {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for info in self.storage.list(ObjectKind::Snapshot)? {
+            let loaded = Id::from_hex(&info.name).and_then(|id| Ok((id, self.load_snapshot(&id)?)));
+            match loaded {
+                Ok(s) => good.push(s),
+                Err(e) => bad.push(e.context(format!("snapshot {}", info.name))),
+            }
+        }
+        good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok((good, bad))
+    }
+
+    /// Read, decrypt, decompress and verify one blob.
+    pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = *self
+            .index()
+            .get(id)
+            .ok_or_else(|| Error::missing(format!("blob {id} is not in the index")))?;
+        let sealed = self.storage.read_range(
+            ObjectKind::Pack,
+            &loc.pack.to_hex(),
+            u64::from(loc.offset),
+            u64::from(loc.length),
+        )?;
+        self.open_blob(id, loc.kind, &sealed)
+            .map_err(|e| e.context(format!("pack {}", loc.pack)))
+    }
+
+    /// Decrypt and verify a sealed blob read from a pack.
+    pub fn open_blob(&self, id: &Id, kind: BlobKind, sealed: &[u8]) -> Result<Vec<u8>> {
+        let plain = self
+            .key
+            .open(kind.ad(), sealed)
+            .and_then(decode_payload)
+            .map_err(|e| e.context(format!("blob {id}")))?;
+        if self.key.blob_id(&plain) != *id {
+            return Err(Error::corrupted(format!("blob {id} does not match its id")));
+        }
+        Ok(plain)
+    }
+
+    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        let data = self.read_blob(id)?;
+        from_cbor(&data, &format!("tree {id}"))
+    }
+
+    /// Add another key (password) to the repository.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<Id> {
+        let keyfile = KeyFile::wrap(
+            &self.key,
+            password,
+            kdf,
+            &crate::hostname(),
+            &crate::username(),
+        )?;
+        let json = keyfile.to_json();
+        let id = Id::of_object(&json);
+        self.storage.write(ObjectKind::Key, &id.to_hex(), &json)?;
+        Ok(id)
+    }
+}
+
+fn unwrap_any_key(storage: &dyn Storage, password: &[u8]) -> Result<MasterKey> {
+    let keys = storage.list(ObjectKind::Key)?;
+    let mut tried: HashMap<String, ()> = HashMap::new();
+    for info in keys {
+        let data = storage.read(ObjectKind::Key, &info.name)?;
+        let Ok(keyfile) = KeyFile::from_json(&data) else {
+            tracing::warn!("key file {} is damaged; skipped", info.name);
+            continue;
+        };
+        tried.insert(info.name, ());
+        match keyfile.unwrap_key(password) {
+            Ok(key) => return Ok(key),
+            Err(e) if e.kind() == ErrorKind::WrongPassword => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::new(
+        ErrorKind::WrongPassword,
+        format!(
+            "wrong password: none of the {} key(s) of {} opens with it",
+            tried.len(),
+            storage.location()
+        ),
+    ))
+}

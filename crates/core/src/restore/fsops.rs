@@ -1,0 +1,138 @@
+//! Creating filesystem objects and applying metadata, never following a
+//! symlink that is already in the target or that restore just created.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use crate::format::tree::{Node, NodeKind, Time};
+
+fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Remove whatever is at `path` without following symlinks; directories
+/// are removed with their contents.
+pub fn remove_any(path: &Path) -> io::Result<()> {
+    match path.symlink_metadata() {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Create (or truncate) a regular file for writing, refusing to follow a
+/// symlink at `path`.
+pub fn create_file(path: &Path, size: u64) -> io::Result<()> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    file.set_len(size)
+}
+
+/// Open an existing restored file for writing data into it.
+pub fn open_for_write(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Create a special file (fifo, character or block device).
+pub fn create_special(path: &Path, node: &Node) -> io::Result<()> {
+    let c = cpath(path)?;
+    let perm = (node.mode & 0o777) as libc::mode_t;
+    let (kind, rdev) = match node.kind {
+        NodeKind::Fifo => (libc::S_IFIFO, 0),
+        NodeKind::Chardev => (libc::S_IFCHR, node.rdev.unwrap_or(0)),
+        NodeKind::Blockdev => (libc::S_IFBLK, node.rdev.unwrap_or(0)),
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "not a special file",
+            ))
+        }
+    };
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    check(unsafe { libc::mknod(c.as_ptr(), kind | perm, rdev as libc::dev_t) })
+}
+
+pub fn create_symlink(path: &Path, target: &[u8]) -> io::Result<()> {
+    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path)
+}
+
+fn timespec(t: Time) -> libc::timespec {
+    libc::timespec {
+        tv_sec: t.s as libc::time_t,
+        tv_nsec: t.ns as _,
+    }
+}
+
+/// Set atime and mtime with nanoseconds, on the link itself for symlinks.
+pub fn set_times(path: &Path, atime: Time, mtime: Time) -> io::Result<()> {
+    let c = cpath(path)?;
+    let times = [timespec(atime), timespec(mtime)];
+    // SAFETY: valid path and a two-element timespec array, as utimensat requires.
+    check(unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+}
+
+/// One metadata field that could not be restored.
+pub struct FieldFailure {
+    pub field: &'static str,
+    pub error: io::Error,
+}
+
+/// Apply owner, mode, xattrs and times; returns what failed. Order matters:
+/// chown clears setuid bits, so the mode comes after it; times come last
+/// because setting xattrs changes nothing but ctime, while mode changes are
+/// done before we stamp the times.
+pub fn apply_metadata(path: &Path, node: &Node, try_owner: bool) -> Vec<FieldFailure> {
+    let mut failures = Vec::new();
+    let mut fail = |field, r: io::Result<()>| {
+        if let Err(error) = r {
+            failures.push(FieldFailure { field, error });
+        }
+    };
+    if try_owner {
+        fail(
+            "owner",
+            std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)),
+        );
+    }
+    for x in &node.xattrs {
+        let name = std::ffi::OsStr::from_bytes(&x.name);
+        fail("xattr", xattr::set(path, name, &x.value));
+    }
+    if node.kind != NodeKind::Symlink {
+        fail(
+            "mode",
+            fs::set_permissions(path, fs::Permissions::from_mode(node.mode)),
+        );
+    }
+    fail("times", set_times(path, node.atime, node.mtime));
+    failures
+}

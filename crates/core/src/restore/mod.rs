@@ -1,0 +1,484 @@
+//! The restore engine: plan what to create from a snapshot, create the
+//! tree, then fill files pack by pack in parallel, then set metadata.
+//!
+//! Safety: every name is checked before it is joined to a path (no `..`,
+//! `/`, empty or NUL names), directories on the way down are created or
+//! checked to be real directories (a symlink in their place is replaced,
+//! never followed), and files are opened with `O_NOFOLLOW`. So nothing is
+//! ever written outside the target.
+
+mod data;
+mod fsops;
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+
+use crate::error::{Error, Result};
+use crate::format::tree::{Node, NodeKind, Tree};
+use crate::id::Id;
+use crate::repository::Repository;
+
+pub use fsops::remove_any;
+
+/// What to do with files that already exist in the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Overwrite {
+    Always,
+    /// Rewrite only if size or content differ (metadata is always set).
+    #[default]
+    IfChanged,
+    Never,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    /// Restore only this path inside the snapshot (`etc/hosts`); it is
+    /// created as `target/<its last component>`.
+    pub subpath: Option<String>,
+    /// gitignore-style patterns on snapshot paths (`/etc/hosts`, `*.conf`).
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub overwrite: Overwrite,
+    /// Remove from the target what the snapshot does not contain.
+    pub delete: bool,
+    /// Re-read written files and compare them with the snapshot.
+    pub verify: bool,
+    /// Parallel pack readers; 0 means a default.
+    pub threads: usize,
+}
+
+/// Events of a running restore.
+pub trait RestoreProgress: Sync {
+    fn warning(&self, _path: &Path, _message: &str) {}
+    fn bytes_written(&self, _n: u64) {}
+}
+
+pub struct NoRestoreProgress;
+impl RestoreProgress for NoRestoreProgress {}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreSummary {
+    pub files: u64,
+    pub files_unchanged: u64,
+    pub dirs: u64,
+    pub others: u64,
+    pub bytes_written: u64,
+    pub deleted: u64,
+    pub warnings: u64,
+    pub verified: u64,
+    pub verify_failures: u64,
+}
+
+/// One thing to create, in creation order (parents first).
+struct Entry {
+    rel: PathBuf,
+    node: Node,
+    /// For directories: the names of the children in the snapshot.
+    children: Option<HashSet<Vec<u8>>>,
+    /// Matched by the include patterns (or there are none).
+    selected: bool,
+}
+
+/// Restore `tree` (a snapshot's root tree) as described by `opts`.
+pub fn run(
+    repo: &Arc<Repository>,
+    tree: Id,
+    opts: &RestoreOptions,
+    progress: &dyn RestoreProgress,
+) -> Result<RestoreSummary> {
+    let _lock = repo.lock(false)?;
+    repo.load_index()?;
+    let filter = PathFilter::new(&opts.include, &opts.exclude)?;
+    let (roots, start) = resolve_subpath(repo, tree, opts.subpath.as_deref())?;
+    let mut entries = Vec::new();
+    for node in roots {
+        collect(repo, node, PathBuf::new(), &start, &filter, &mut entries)?;
+    }
+    let entries = filter.prune(entries);
+    std::fs::create_dir_all(&opts.target)
+        .map_err(|e| Error::io(&opts.target, "cannot create target", e))?;
+    let mut state = Restorer {
+        repo,
+        opts,
+        progress,
+        summary: RestoreSummary::default(),
+        root_owner: nix::unistd::geteuid().is_root(),
+    };
+    let jobs = state.create_entries(&entries)?;
+    state.summary.bytes_written += data::fill_files(repo, &jobs, opts.threads, progress)?;
+    state.finish_metadata(&entries, &jobs);
+    if opts.verify {
+        data::verify(repo, &jobs, &mut state.summary, progress);
+    }
+    Ok(state.summary)
+}
+
+/// Find the nodes to restore: the root tree's nodes, or the one at `subpath`.
+/// Also returns the snapshot path of the parent of those nodes, for filters.
+fn resolve_subpath(
+    repo: &Repository,
+    tree: Id,
+    subpath: Option<&str>,
+) -> Result<(Vec<Node>, PathBuf)> {
+    let root = repo.load_tree(&tree)?;
+    let Some(sub) = subpath
+        .map(|s| s.trim_matches('/'))
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok((root.nodes, PathBuf::from("/")));
+    };
+    let mut nodes = root.nodes;
+    let mut parent = PathBuf::from("/");
+    let parts: Vec<&str> = sub.split('/').filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        let node = nodes
+            .into_iter()
+            .find(|n| n.name == part.as_bytes())
+            .ok_or_else(|| Error::missing(format!("{sub} is not in the snapshot")))?;
+        if i + 1 == parts.len() {
+            return Ok((vec![node], parent));
+        }
+        parent.push(part);
+        let subtree = node.subtree.ok_or_else(|| {
+            Error::invalid(format!(
+                "{} is not a directory in the snapshot",
+                parent.display()
+            ))
+        })?;
+        nodes = repo.load_tree(&subtree)?.nodes;
+    }
+    Err(Error::invalid("empty path"))
+}
+
+fn collect(
+    repo: &Repository,
+    node: Node,
+    rel_parent: PathBuf,
+    snap_parent: &Path,
+    filter: &PathFilter,
+    out: &mut Vec<Entry>,
+) -> Result<()> {
+    if !Node::valid_name(&node.name) {
+        return Err(Error::corrupted(format!(
+            "refusing to restore an entry named {:?} in {}: such a name could write outside the target",
+            crate::format::display_bytes(&node.name),
+            rel_parent.display()
+        )));
+    }
+    let name = OsStr::from_bytes(&node.name);
+    let rel = rel_parent.join(name);
+    let snap_path = snap_parent.join(name);
+    if filter.excluded(&snap_path, node.is_dir()) {
+        return Ok(());
+    }
+    let subtree: Option<Tree> = match node.subtree {
+        Some(id) if node.is_dir() => Some(repo.load_tree(&id)?),
+        _ => None,
+    };
+    let children = subtree
+        .as_ref()
+        .map(|t| t.nodes.iter().map(|n| n.name.clone()).collect());
+    let selected = filter.included(&snap_path, node.is_dir());
+    out.push(Entry {
+        rel: rel.clone(),
+        node,
+        children,
+        selected,
+    });
+    for child in subtree.map(|t| t.nodes).unwrap_or_default() {
+        collect(repo, child, rel.clone(), &snap_path, filter, out)?;
+    }
+    Ok(())
+}
+
+/// Include and exclude patterns, matched like gitignore lines against the
+/// snapshot path of each entry (`/etc/ssh/sshd_config`).
+struct PathFilter {
+    include: Option<Gitignore>,
+    exclude: Option<Gitignore>,
+}
+
+fn patterns(lines: &[String]) -> Result<Option<Gitignore>> {
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GitignoreBuilder::new("/");
+    for l in lines {
+        b.add_line(None, l)
+            .map_err(|e| Error::invalid(format!("bad pattern {l:?}: {e}")))?;
+    }
+    b.build()
+        .map(Some)
+        .map_err(|e| Error::invalid(format!("bad patterns: {e}")))
+}
+
+impl PathFilter {
+    fn new(include: &[String], exclude: &[String]) -> Result<PathFilter> {
+        Ok(PathFilter {
+            include: patterns(include)?,
+            exclude: patterns(exclude)?,
+        })
+    }
+
+    fn excluded(&self, path: &Path, is_dir: bool) -> bool {
+        self.exclude
+            .as_ref()
+            .is_some_and(|g| g.matched(path, is_dir).is_ignore())
+    }
+
+    fn included(&self, path: &Path, is_dir: bool) -> bool {
+        self.include
+            .as_ref()
+            .is_none_or(|g| g.matched_path_or_any_parents(path, is_dir).is_ignore())
+    }
+
+    /// Keep selected entries and the directories leading to them.
+    fn prune(&self, entries: Vec<Entry>) -> Vec<Entry> {
+        if self.include.is_none() {
+            return entries;
+        }
+        let mut needed: HashSet<PathBuf> = HashSet::new();
+        for e in &entries {
+            if e.selected {
+                let mut p = e.rel.parent();
+                while let Some(dir) = p.filter(|d| !d.as_os_str().is_empty()) {
+                    if !needed.insert(dir.to_path_buf()) {
+                        break;
+                    }
+                    p = dir.parent();
+                }
+            }
+        }
+        entries
+            .into_iter()
+            .filter(|e| e.selected || needed.contains(&e.rel))
+            .map(|mut e| {
+                if !e.selected {
+                    e.children = None; // only an ancestor: never delete inside it
+                }
+                e
+            })
+            .collect()
+    }
+}
+
+/// A regular file whose data must be written.
+pub(crate) struct FileJob {
+    pub path: PathBuf,
+    pub node: Node,
+}
+
+struct Restorer<'a> {
+    repo: &'a Arc<Repository>,
+    opts: &'a RestoreOptions,
+    progress: &'a dyn RestoreProgress,
+    summary: RestoreSummary,
+    root_owner: bool,
+}
+
+impl Restorer<'_> {
+    fn warn(&mut self, path: &Path, message: &str) {
+        self.summary.warnings += 1;
+        self.progress.warning(path, message);
+    }
+
+    /// Create directories, links and special files; create (empty, sized)
+    /// the regular files that need data and return them as jobs.
+    fn create_entries(&mut self, entries: &[Entry]) -> Result<Vec<FileJob>> {
+        let mut jobs = Vec::new();
+        let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+        let mut skipped_dirs: Vec<PathBuf> = Vec::new();
+        for e in entries {
+            if skipped_dirs.iter().any(|d| e.rel.starts_with(d)) {
+                continue;
+            }
+            let path = self.opts.target.join(&e.rel);
+            let existing = path.symlink_metadata().ok();
+            match e.node.kind {
+                NodeKind::Dir => {
+                    if !self.ensure_dir(&path, existing.as_ref())? {
+                        skipped_dirs.push(e.rel.clone());
+                        continue;
+                    }
+                    self.summary.dirs += 1;
+                    if self.opts.delete {
+                        if let Some(children) = &e.children {
+                            self.delete_extra(&path, children);
+                        }
+                    }
+                }
+                NodeKind::File => {
+                    if e.node.links > 1 {
+                        let key = (e.node.device, e.node.inode);
+                        if let Some(first) = links.get(&key) {
+                            if self.replace(&path, existing.as_ref()) {
+                                std::fs::hard_link(first, &path).map_err(|err| {
+                                    Error::io(&path, "cannot create hard link", err)
+                                })?;
+                                self.summary.files += 1;
+                            }
+                            continue;
+                        }
+                        links.insert(key, path.clone());
+                    }
+                    if let Some(job) = self.prepare_file(&path, &e.node, existing.as_ref())? {
+                        jobs.push(job);
+                    }
+                }
+                NodeKind::Symlink => {
+                    if self.replace(&path, existing.as_ref()) {
+                        let target = e.node.target.clone().unwrap_or_default();
+                        fsops::create_symlink(&path, &target)
+                            .map_err(|err| Error::io(&path, "cannot create symlink", err))?;
+                        self.summary.others += 1;
+                    }
+                }
+                NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
+                    if self.replace(&path, existing.as_ref()) {
+                        match fsops::create_special(&path, &e.node) {
+                            Ok(()) => self.summary.others += 1,
+                            Err(err) => {
+                                self.warn(&path, &format!("cannot create special file: {err}"))
+                            }
+                        }
+                    }
+                }
+                NodeKind::Socket => {}
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Make `path` a real directory. Returns false if it must be skipped.
+    fn ensure_dir(&mut self, path: &Path, existing: Option<&std::fs::Metadata>) -> Result<bool> {
+        match existing {
+            Some(m) if m.is_dir() => return Ok(true),
+            Some(_) if self.opts.overwrite == Overwrite::Never => {
+                self.warn(
+                    path,
+                    "exists and is not a directory; skipped (--overwrite never)",
+                );
+                return Ok(false);
+            }
+            Some(_) => fsops::remove_any(path).map_err(|e| Error::io(path, "cannot replace", e))?,
+            None => {}
+        }
+        std::fs::create_dir(path).map_err(|e| Error::io(path, "cannot create directory", e))?;
+        Ok(true)
+    }
+
+    /// Clear the way for a non-directory entry; false if it must be skipped.
+    fn replace(&mut self, path: &Path, existing: Option<&std::fs::Metadata>) -> bool {
+        if existing.is_none() {
+            return true;
+        }
+        if self.opts.overwrite == Overwrite::Never {
+            return false;
+        }
+        match fsops::remove_any(path) {
+            Ok(()) => true,
+            Err(e) => {
+                self.warn(path, &format!("cannot replace: {e}"));
+                false
+            }
+        }
+    }
+
+    fn prepare_file(
+        &mut self,
+        path: &Path,
+        node: &Node,
+        existing: Option<&std::fs::Metadata>,
+    ) -> Result<Option<FileJob>> {
+        if let Some(m) = existing {
+            let unchanged = m.is_file()
+                && self.opts.overwrite == Overwrite::IfChanged
+                && m.len() == node.size
+                && data::same_content(self.repo, path, node);
+            if unchanged {
+                self.summary.files_unchanged += 1;
+                return Ok(Some(FileJob {
+                    path: path.to_path_buf(),
+                    node: Node {
+                        content: Some(Vec::new()),
+                        ..node.clone()
+                    },
+                }));
+            }
+            if !self.replace(path, existing) {
+                return Ok(None);
+            }
+        }
+        fsops::create_file(path, node.size)
+            .map_err(|e| Error::io(path, "cannot create file", e))?;
+        self.summary.files += 1;
+        Ok(Some(FileJob {
+            path: path.to_path_buf(),
+            node: node.clone(),
+        }))
+    }
+
+    fn delete_extra(&mut self, dir: &Path, keep: &HashSet<Vec<u8>>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in rd.filter_map(|e| e.ok()) {
+            if keep.contains(entry.file_name().as_bytes()) {
+                continue;
+            }
+            match fsops::remove_any(&entry.path()) {
+                Ok(()) => self.summary.deleted += 1,
+                Err(e) => self.warn(&entry.path(), &format!("cannot delete: {e}")),
+            }
+        }
+    }
+
+    /// Set metadata: files and other entries first, directories last and
+    /// deepest first, so writing into a directory does not change its times.
+    fn finish_metadata(&mut self, entries: &[Entry], jobs: &[FileJob]) {
+        let written: HashSet<&Path> = jobs.iter().map(|j| j.path.as_path()).collect();
+        for e in entries.iter().filter(|e| !e.node.is_dir()) {
+            let path = self.opts.target.join(&e.rel);
+            if e.node.kind == NodeKind::File
+                && !written.contains(path.as_path())
+                && e.node.links <= 1
+            {
+                continue; // skipped
+            }
+            if e.node.kind == NodeKind::Socket {
+                continue;
+            }
+            self.apply(&path, &e.node);
+        }
+        for e in entries.iter().rev().filter(|e| e.node.is_dir()) {
+            let path = self.opts.target.join(&e.rel);
+            if path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                self.apply(&path, &e.node);
+            }
+        }
+    }
+
+    fn apply(&mut self, path: &Path, node: &Node) {
+        let owner = self.root_owner
+            || (node.uid == nix::unistd::geteuid().as_raw()
+                && node.gid == nix::unistd::getegid().as_raw());
+        for f in fsops::apply_metadata(path, node, owner) {
+            self.warn(path, &format!("cannot restore {}: {}", f.field, f.error));
+        }
+        if !owner {
+            self.warn(
+                path,
+                &format!(
+                    "cannot restore owner {}:{} as an ordinary user",
+                    node.uid, node.gid
+                ),
+            );
+        }
+    }
+}

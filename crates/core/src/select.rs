@@ -1,0 +1,197 @@
+//! Choosing snapshots: filters by host, tag and path; selectors `latest`,
+//! an id prefix, and points in time.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::snapshot::Snapshot;
+use crate::id::Id;
+use crate::repository::Repository;
+
+/// Which snapshots a command considers. Empty lists match everything.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub hosts: Vec<String>,
+    /// Each entry is a comma-separated group that must all be present; a
+    /// snapshot matches if it has every tag of at least one group.
+    pub tags: Vec<String>,
+    /// The snapshot must include every one of these paths.
+    pub paths: Vec<String>,
+    /// Only snapshots taken at or before this time.
+    pub before: Option<jiff::Timestamp>,
+}
+
+impl Filter {
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        let host_ok = self.hosts.is_empty() || self.hosts.contains(&s.hostname);
+        let tags_ok = self.tags.is_empty()
+            || self.tags.iter().any(|group| {
+                group
+                    .split(',')
+                    .filter(|t| !t.is_empty())
+                    .all(|t| s.tags.iter().any(|have| have == t))
+            });
+        let paths_ok = self
+            .paths
+            .iter()
+            .all(|p| s.paths.iter().any(|have| have == p.trim_end_matches('/')));
+        let time_ok = self.before.is_none_or(|b| s.time <= b);
+        host_ok && tags_ok && paths_ok && time_ok
+    }
+}
+
+/// The newest of `snaps` (sorted oldest first) for which `pred` holds.
+pub fn latest_matching(
+    snaps: Vec<(Id, Snapshot)>,
+    pred: impl Fn(&Snapshot) -> bool,
+) -> Option<(Id, Snapshot)> {
+    snaps.into_iter().rev().find(|(_, s)| pred(s))
+}
+
+/// Resolve a selector: `latest`, or a unique prefix of a snapshot id.
+/// `latest` honours every field of `filter`; an id prefix is exact.
+pub fn find(repo: &Repository, selector: &str, filter: &Filter) -> Result<(Id, Snapshot)> {
+    let (snaps, _) = repo.snapshots()?;
+    find_in(snaps, selector, filter)
+}
+
+pub fn find_in(
+    snaps: Vec<(Id, Snapshot)>,
+    selector: &str,
+    filter: &Filter,
+) -> Result<(Id, Snapshot)> {
+    if selector == "latest" {
+        return latest_matching(snaps, |s| filter.matches(s)).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Missing,
+                "no snapshot matches (check --host, --tag, --path and --before)",
+            )
+        });
+    }
+    let prefix = selector.to_ascii_lowercase();
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::invalid(format!(
+            "{selector:?} is not a snapshot selector: use `latest` or a hexadecimal id prefix"
+        )));
+    }
+    let mut hits: Vec<_> = snaps
+        .into_iter()
+        .filter(|(id, _)| id.to_hex().starts_with(&prefix))
+        .collect();
+    match hits.len() {
+        0 => Err(Error::new(
+            ErrorKind::Missing,
+            format!("no snapshot has an id starting with {selector}"),
+        )),
+        1 => Ok(hits.remove(0)),
+        n => Err(Error::invalid(format!(
+            "{n} snapshots have ids starting with {selector}; give more digits"
+        ))),
+    }
+}
+
+/// Parse a point in time: RFC 3339 (`2026-11-20T10:00:00Z`), or a civil
+/// date-time in the local time zone (`2026-11-20 10:00`, `2026-11-20T10:00:00`),
+/// or a date alone, meaning the end of that day in the local time zone.
+pub fn parse_time(text: &str) -> Result<jiff::Timestamp> {
+    let text = text.trim();
+    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+        return Ok(ts);
+    }
+    let tz = jiff::tz::TimeZone::system();
+    if let Ok(dt) = text.replace(' ', "T").parse::<jiff::civil::DateTime>() {
+        if text.contains(':') {
+            return dt
+                .to_zoned(tz)
+                .map(|z| z.timestamp())
+                .map_err(|e| Error::invalid(e.to_string()));
+        }
+    }
+    if let Ok(date) = text.parse::<jiff::civil::Date>() {
+        let end = date.to_datetime(jiff::civil::time(23, 59, 59, 999_999_999));
+        return end
+            .to_zoned(tz)
+            .map(|z| z.timestamp())
+            .map_err(|e| Error::invalid(e.to_string()));
+    }
+    Err(Error::invalid(format!(
+        "cannot read {text:?} as a time: use 2026-11-20, 2026-11-20 10:00 or 2026-11-20T10:00:00Z"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(secs: i64, host: &str, tags: &[&str]) -> Snapshot {
+        Snapshot {
+            version: 1,
+            time: jiff::Timestamp::from_second(secs).unwrap(),
+            tree: Id::default(),
+            paths: vec!["/etc".into()],
+            hostname: host.into(),
+            username: "u".into(),
+            uid: 0,
+            gid: 0,
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            parent: None,
+            partial: false,
+            summary: None,
+            program_version: "t".into(),
+        }
+    }
+
+    #[test]
+    fn latest_prefix_and_filters() {
+        let snaps = vec![
+            (Id([0xaa; 32]), snap(100, "a", &["x"])),
+            (Id([0xab; 32]), snap(200, "b", &["x", "y"])),
+            (Id([0xcc; 32]), snap(300, "a", &[])),
+        ];
+        let all = Filter::default();
+        assert_eq!(
+            find_in(snaps.clone(), "latest", &all).unwrap().0,
+            Id([0xcc; 32])
+        );
+        let host_b = Filter {
+            hosts: vec!["b".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            find_in(snaps.clone(), "latest", &host_b).unwrap().0,
+            Id([0xab; 32])
+        );
+        let tags = Filter {
+            tags: vec!["x,y".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            find_in(snaps.clone(), "latest", &tags).unwrap().0,
+            Id([0xab; 32])
+        );
+        let before = Filter {
+            before: Some(jiff::Timestamp::from_second(150).unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(
+            find_in(snaps.clone(), "latest", &before).unwrap().0,
+            Id([0xaa; 32])
+        );
+        assert_eq!(
+            find_in(snaps.clone(), "cc", &all).unwrap().0,
+            Id([0xcc; 32])
+        );
+        assert!(find_in(snaps.clone(), "a", &all).is_err()); // ambiguous
+        assert!(find_in(snaps.clone(), "dd", &all).is_err());
+        assert!(find_in(snaps, "yesterday", &all).is_err());
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(
+            parse_time("2026-11-20T10:00:00Z").unwrap().as_second(),
+            1_795_168_800
+        );
+        assert!(parse_time("2026-11-20").is_ok());
+        assert!(parse_time("2026-11-20 10:00").is_ok());
+        assert!(parse_time("last week").is_err());
+    }
+}

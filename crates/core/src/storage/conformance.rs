@@ -1,0 +1,61 @@
+//! The behaviour every storage backend must show. Each backend's tests call
+//! [`run`]; remote backends will run the same suite against real servers.
+
+use super::{ObjectKind, Storage};
+use crate::error::ErrorKind;
+
+pub(crate) fn run(s: &dyn Storage) {
+    s.create().unwrap();
+    s.create().unwrap(); // idempotent
+
+    for kind in ObjectKind::ALL {
+        assert!(
+            s.list(kind).unwrap().is_empty(),
+            "{kind:?} not empty at start"
+        );
+    }
+
+    let name = "00ff1234";
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    s.write(ObjectKind::Pack, name, &data).unwrap();
+    assert_eq!(s.read(ObjectKind::Pack, name).unwrap(), data);
+    assert_eq!(
+        s.read_range(ObjectKind::Pack, name, 100, 50).unwrap(),
+        &data[100..150]
+    );
+    assert_eq!(
+        s.read_range(ObjectKind::Pack, name, 0, 0).unwrap(),
+        Vec::<u8>::new()
+    );
+    let err = s.read_range(ObjectKind::Pack, name, 9_990, 20).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupted);
+
+    let listed = s.list(ObjectKind::Pack).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, name);
+    assert_eq!(listed[0].size, data.len() as u64);
+    // kinds are separate namespaces
+    assert!(s.list(ObjectKind::Index).unwrap().is_empty());
+    assert_eq!(
+        s.read(ObjectKind::Index, name).unwrap_err().kind(),
+        ErrorKind::Missing
+    );
+
+    // rewriting the same name with the same bytes is allowed
+    s.write(ObjectKind::Pack, name, &data).unwrap();
+
+    s.write(ObjectKind::Config, "config", b"cfg").unwrap();
+    assert_eq!(s.list(ObjectKind::Config).unwrap().len(), 1);
+    assert_eq!(s.read(ObjectKind::Config, "config").unwrap(), b"cfg");
+
+    s.write(ObjectKind::Lock, "l1", b"").unwrap();
+    assert_eq!(s.read(ObjectKind::Lock, "l1").unwrap(), b"");
+
+    s.remove(ObjectKind::Pack, name).unwrap();
+    s.remove(ObjectKind::Pack, name).unwrap(); // idempotent
+    assert_eq!(
+        s.read(ObjectKind::Pack, name).unwrap_err().kind(),
+        ErrorKind::Missing
+    );
+    assert!(s.list(ObjectKind::Pack).unwrap().is_empty());
+}

@@ -1,0 +1,157 @@
+//! A wrapper that makes another storage fail on purpose, for tests of what
+//! the engine does when writes or reads fail part-way.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::{ObjectInfo, ObjectKind, Storage};
+use crate::error::{Error, ErrorKind, Result};
+
+/// When to fail. Counters count calls of each operation since creation.
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    /// Fail every write after this many successful ones.
+    pub writes_before_failure: Option<u64>,
+    /// Fail every read (whole or ranged) after this many successful ones.
+    pub reads_before_failure: Option<u64>,
+    /// Only count and fail writes of this kind.
+    pub only_kind: Option<ObjectKind>,
+}
+
+pub struct FaultyStorage<S> {
+    inner: S,
+    faults: Faults,
+    writes: AtomicU64,
+    reads: AtomicU64,
+}
+
+impl<S: Storage> FaultyStorage<S> {
+    pub fn new(inner: S, faults: Faults) -> Arc<Self> {
+        Arc::new(FaultyStorage {
+            inner,
+            faults,
+            writes: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+        })
+    }
+
+    fn applies(&self, kind: ObjectKind) -> bool {
+        self.faults.only_kind.is_none_or(|k| k == kind)
+    }
+
+    fn trip(
+        &self,
+        counter: &AtomicU64,
+        limit: Option<u64>,
+        kind: ObjectKind,
+        what: &str,
+    ) -> Result<()> {
+        let Some(limit) = limit else { return Ok(()) };
+        if !self.applies(kind) {
+            return Ok(());
+        }
+        if counter.fetch_add(1, Ordering::SeqCst) >= limit {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!("injected fault: {what} failed"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<S: Storage> Storage for FaultyStorage<S> {
+    fn location(&self) -> String {
+        format!("faulty({})", self.inner.location())
+    }
+
+    fn create(&self) -> Result<()> {
+        self.inner.create()
+    }
+
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        self.inner.list(kind)
+    }
+
+    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+        self.trip(&self.reads, self.faults.reads_before_failure, kind, "read")?;
+        self.inner.read(kind, name)
+    }
+
+    fn read_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>> {
+        self.trip(&self.reads, self.faults.reads_before_failure, kind, "read")?;
+        self.inner.read_range(kind, name, offset, length)
+    }
+
+    fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+        self.trip(
+            &self.writes,
+            self.faults.writes_before_failure,
+            kind,
+            "write",
+        )?;
+        self.inner.write(kind, name, data)
+    }
+
+    fn remove(&self, kind: ObjectKind, name: &str) -> Result<()> {
+        self.inner.remove(kind, name)
+    }
+}
+
+impl<S: Storage + ?Sized> Storage for Arc<S> {
+    fn location(&self) -> String {
+        (**self).location()
+    }
+    fn create(&self) -> Result<()> {
+        (**self).create()
+    }
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        (**self).list(kind)
+    }
+    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+        (**self).read(kind, name)
+    }
+    fn read_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>> {
+        (**self).read_range(kind, name, offset, length)
+    }
+    fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+        (**self).write(kind, name, data)
+    }
+    fn remove(&self, kind: ObjectKind, name: &str) -> Result<()> {
+        (**self).remove(kind, name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStorage;
+
+    #[test]
+    fn fails_after_the_given_number_of_writes() {
+        let s = FaultyStorage::new(
+            MemoryStorage::new(),
+            Faults {
+                writes_before_failure: Some(2),
+                ..Faults::default()
+            },
+        );
+        s.write(ObjectKind::Pack, "a", b"1").unwrap();
+        s.write(ObjectKind::Pack, "b", b"2").unwrap();
+        let err = s.write(ObjectKind::Pack, "c", b"3").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io);
+        assert_eq!(s.list(ObjectKind::Pack).unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,122 @@
+//! The storage seam: named, immutable objects in a flat namespace per kind.
+//!
+//! This is the only layer that touches the outside world. A backend stores
+//! bytes under `(kind, name)`; it knows nothing of encryption or formats.
+//! Cross-cutting behaviour (fault injection now; retries and caching for
+//! remote backends) is added by wrapping a backend, never by flags inside it.
+//!
+//! Contract shared by every method:
+//! - All methods are safe to call concurrently from several threads.
+//! - A missing object is reported with [`ErrorKind::Missing`]; other
+//!   failures with [`ErrorKind::Io`]. Callers may retry `Io` failures of
+//!   reads, lists and writes: every method is idempotent.
+
+mod fault;
+mod local;
+mod memory;
+
+pub use fault::{Faults, FaultyStorage};
+pub use local::LocalStorage;
+pub use memory::MemoryStorage;
+
+use crate::error::Result;
+
+/// The kinds of objects a repository holds; each is its own namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    /// The single `config` object.
+    Config,
+    /// Key files, each wrapping the master key with one password.
+    Key,
+    /// Pack files holding blobs.
+    Pack,
+    Index,
+    Snapshot,
+    Lock,
+}
+
+impl ObjectKind {
+    pub const ALL: [ObjectKind; 6] = [
+        ObjectKind::Config,
+        ObjectKind::Key,
+        ObjectKind::Pack,
+        ObjectKind::Index,
+        ObjectKind::Snapshot,
+        ObjectKind::Lock,
+    ];
+
+    /// The directory (or key prefix) of this kind in a repository.
+    pub fn dir(self) -> &'static str {
+        match self {
+            ObjectKind::Config => "",
+            ObjectKind::Key => "keys",
+            ObjectKind::Pack => "data",
+            ObjectKind::Index => "index",
+            ObjectKind::Snapshot => "snapshots",
+            ObjectKind::Lock => "locks",
+        }
+    }
+
+    /// The relative path of an object: packs are spread over 256
+    /// subdirectories by the first two hex digits of their name.
+    pub fn path_of(self, name: &str) -> String {
+        match self {
+            ObjectKind::Config => name.to_string(),
+            ObjectKind::Pack if name.len() >= 2 => format!("data/{}/{name}", &name[..2]),
+            _ => format!("{}/{name}", self.dir()),
+        }
+    }
+}
+
+/// An object as listed: its name and size in bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub name: String,
+    pub size: u64,
+}
+
+/// A place that stores a repository's objects.
+pub trait Storage: Send + Sync {
+    /// Where this storage is, for messages (a path or URL, no secrets).
+    fn location(&self) -> String;
+
+    /// Prepare an empty repository location (directories, bucket prefix).
+    /// Succeeds if it is already prepared. Must not delete anything.
+    fn create(&self) -> Result<()>;
+
+    /// All objects of `kind`, in no particular order. Objects being written
+    /// (temporary names) are never listed. A kind with no objects yields an
+    /// empty list, not an error.
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
+
+    /// The whole object. `Missing` if it does not exist.
+    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>>;
+
+    /// `length` bytes from `offset`. A range that extends past the end of the
+    /// object is an error of kind `Corrupted`: callers know the sizes they
+    /// ask for from an index or header, so a short object is damage.
+    fn read_range(&self, kind: ObjectKind, name: &str, offset: u64, length: u64)
+        -> Result<Vec<u8>>;
+
+    /// Store `data` under `name` atomically: after success the object is
+    /// durable and complete; after failure or a crash it is either absent or
+    /// complete, never partial. Writing the same name twice with the same
+    /// bytes is allowed (names are content addresses or unique).
+    fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()>;
+
+    /// Delete an object. Deleting a missing object succeeds (idempotent).
+    fn remove(&self, kind: ObjectKind, name: &str) -> Result<()>;
+}
+
+/// Check a ranged read's result length, the shared rule of `read_range`.
+pub(crate) fn check_range(got: usize, name: &str, offset: u64, length: u64) -> Result<()> {
+    if got as u64 != length {
+        return Err(crate::error::Error::corrupted(format!(
+            "object {name} is too short: wanted {length} bytes at offset {offset}, got {got}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod conformance;
