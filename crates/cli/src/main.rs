@@ -1,1 +1,107 @@
-fn main() {}
+//! `strata`: the command-line program over the strata engine.
+//!
+//! Parsing and validation live in the argument structs; each command's body
+//! is in `commands/<name>.rs`. Errors become exit codes in one place,
+//! [`exit_code`], documented in the README.
+
+mod commands;
+mod output;
+mod repo;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use strata_core::ErrorKind;
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FATAL: u8 = 1;
+    pub const PARTIAL: u8 = 3;
+    pub const NO_REPOSITORY: u8 = 10;
+    pub const LOCKED: u8 = 11;
+    pub const WRONG_PASSWORD: u8 = 12;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "strata",
+    version,
+    about = "Incremental, deduplicating, encrypted backups",
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    global: repo::GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a new repository.
+    Init(commands::init::Args),
+    /// Save a snapshot of files and directories.
+    Backup(commands::backup::Args),
+    /// List snapshots.
+    Snapshots(commands::snapshots::Args),
+    /// List the files in a snapshot.
+    Ls(commands::ls::Args),
+    /// Find files by name in snapshots.
+    Find(commands::find::Args),
+    /// Write a file (or a directory as tar) from a snapshot to standard output.
+    Dump(commands::dump::Args),
+    /// Print a repository object, decrypted, for debugging.
+    Cat(commands::cat::Args),
+    /// Restore a snapshot, or part of it, into a directory.
+    Restore(commands::restore::Args),
+    /// Verify the repository's structure and, optionally, all data.
+    Check(commands::check::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    output::init_logging(cli.global.verbose, cli.global.quiet);
+    let result = match &cli.command {
+        Command::Init(a) => commands::init::run(&cli.global, a),
+        Command::Backup(a) => commands::backup::run(&cli.global, a),
+        Command::Snapshots(a) => commands::snapshots::run(&cli.global, a),
+        Command::Ls(a) => commands::ls::run(&cli.global, a),
+        Command::Find(a) => commands::find::run(&cli.global, a),
+        Command::Dump(a) => commands::dump::run(&cli.global, a),
+        Command::Cat(a) => commands::cat::run(&cli.global, a),
+        Command::Restore(a) => commands::restore::run(&cli.global, a),
+        Command::Check(a) => commands::check::run(&cli.global, a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            if !is_broken_pipe(&err) {
+                eprintln!("strata: error: {err:#}");
+            }
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Map an error to the documented exit code.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    let kind = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<strata_core::Error>())
+        .map(|e| e.kind());
+    match kind {
+        Some(ErrorKind::RepositoryNotFound) => exit::NO_REPOSITORY,
+        Some(ErrorKind::Locked) => exit::LOCKED,
+        Some(ErrorKind::WrongPassword) => exit::WRONG_PASSWORD,
+        _ => exit::FATAL,
+    }
+}

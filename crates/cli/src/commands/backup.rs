@@ -1,0 +1,278 @@
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use serde_json::json;
+use strata_core::backup::{self, BackupOptions, FileOutcome, Progress};
+use strata_core::format::snapshot::{Snapshot, Summary};
+use strata_core::walk::{read_exclude_file, ExcludeOptions};
+use strata_core::Id;
+
+use crate::output::{self, bytes};
+use crate::repo::{self, GlobalArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Files and directories to back up; each is stored under its last
+    /// path component at the top of the snapshot.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Leave out paths matching this pattern (gitignore syntax, `!` re-includes).
+    #[arg(short = 'e', long, value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// Like --exclude, ignoring case.
+    #[arg(long, value_name = "PATTERN")]
+    iexclude: Vec<String>,
+    /// Read exclude patterns from a file, one per line (`#` comments).
+    #[arg(long, value_name = "FILE")]
+    exclude_file: Vec<PathBuf>,
+    /// Leave out directories containing a file or directory of this name.
+    #[arg(long, value_name = "NAME")]
+    exclude_if_present: Vec<String>,
+    /// Leave out directories containing a valid CACHEDIR.TAG.
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Leave out files larger than this (e.g. 500K, 20M, 1G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    exclude_larger_than: Option<u64>,
+    /// Do not cross filesystem boundaries.
+    #[arg(short = 'x', long)]
+    one_file_system: bool,
+    /// Host name recorded in the snapshot (default: this machine's).
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// Tag the snapshot (repeatable, or comma-separated).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Time recorded in the snapshot instead of now (`2026-11-20 10:00`, RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    time: Option<String>,
+    /// Compare with this snapshot instead of the latest one of the same host and paths.
+    #[arg(long, value_name = "SNAPSHOT")]
+    parent: Option<String>,
+    /// Read every file, even those unchanged since the parent snapshot.
+    #[arg(long)]
+    force: bool,
+    /// Threads reading files (default: one per core).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    threads: usize,
+}
+
+/// Parse `123`, `10K`, `20M`, `1G`, `2T` (binary units, optional `B`/`iB`).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_uppercase();
+    let t = t.trim_end_matches("IB").trim_end_matches('B');
+    let (num, mult) = match t.chars().last() {
+        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 500K, 20M or 1G"))?;
+    if n < 0.0 {
+        return Err(format!("{s:?} is negative"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+struct CliProgress {
+    json: bool,
+    quiet: bool,
+    files: AtomicU64,
+    bytes_read: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Progress for CliProgress {
+    fn error(&self, path: &Path, message: &str) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if self.json {
+            eprintln!(
+                "{}",
+                json!({"message_type": "error", "path": path.display().to_string(), "error": message})
+            );
+        } else {
+            eprintln!("error: {}: {message}", path.display());
+        }
+    }
+
+    fn warning(&self, path: &Path, message: &str) {
+        if self.json {
+            eprintln!(
+                "{}",
+                json!({"message_type": "warning", "path": path.display().to_string(), "warning": message})
+            );
+        } else if !self.quiet {
+            eprintln!("warning: {}: {message}", path.display());
+        }
+    }
+
+    fn file_done(&self, _path: &Path, outcome: &FileOutcome) {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes_read
+            .fetch_add(outcome.bytes_read, Ordering::Relaxed);
+    }
+}
+
+impl CliProgress {
+    fn status(&self) -> (u64, u64, u64) {
+        (
+            self.files.load(Ordering::Relaxed),
+            self.bytes_read.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
+    }
+}
+
+pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
+    let opts = options(args)?;
+    let repo = repo::open_or_create_default(global)?;
+    let mut opts = opts;
+    if let Some(p) = &args.parent {
+        let (id, _) = strata_core::select::find(&repo, p, &Default::default())?;
+        opts.parent = Some(id);
+    }
+    let progress = CliProgress {
+        json: global.json,
+        quiet: global.quiet,
+        files: 0.into(),
+        bytes_read: 0.into(),
+        errors: 0.into(),
+    };
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        s.spawn(|| show_progress(&progress, &done, global));
+        let r = backup::run(&repo, &opts, &progress);
+        done.store(true, Ordering::Relaxed);
+        r
+    });
+    let (id, snap) = result?;
+    print_summary(global, &id, &snap);
+    Ok(if snap.partial {
+        crate::exit::PARTIAL
+    } else {
+        crate::exit::OK
+    })
+}
+
+fn options(args: &Args) -> Result<BackupOptions> {
+    let mut exclude = args.exclude.clone();
+    for f in &args.exclude_file {
+        exclude.extend(read_exclude_file(f)?);
+    }
+    let time = args
+        .time
+        .as_deref()
+        .map(strata_core::select::parse_time)
+        .transpose()?;
+    let tags: Vec<String> = args
+        .tags
+        .iter()
+        .flat_map(|t| t.split(','))
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect();
+    for p in &args.paths {
+        if p.symlink_metadata().is_err() {
+            bail!(
+                "{} does not exist or cannot be accessed; nothing was backed up",
+                p.display()
+            );
+        }
+    }
+    Ok(BackupOptions {
+        paths: args.paths.clone(),
+        excludes: ExcludeOptions {
+            exclude,
+            iexclude: args.iexclude.clone(),
+            if_present: args.exclude_if_present.clone(),
+            caches: args.exclude_caches,
+            larger_than: args.exclude_larger_than,
+            one_file_system: args.one_file_system,
+        },
+        hostname: args.host.clone(),
+        tags,
+        time,
+        parent: None,
+        force: args.force,
+        threads: args.threads,
+    })
+}
+
+/// A spinner on a terminal, JSON status lines with --json, else nothing.
+fn show_progress(p: &CliProgress, done: &AtomicBool, global: &GlobalArgs) {
+    let bar = (!global.json && !global.quiet && output::interactive()).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let mut ticks = 0u32;
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        ticks += 1;
+        let (files, read, errors) = p.status();
+        if let Some(bar) = &bar {
+            bar.set_message(format!(
+                "{files} files, {} read, {errors} errors",
+                bytes(read)
+            ));
+        } else if global.json && ticks % 10 == 0 {
+            println!(
+                "{}",
+                json!({"message_type": "status", "files_done": files, "bytes_read": read, "errors": errors})
+            );
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+}
+
+fn print_summary(global: &GlobalArgs, id: &Id, snap: &Snapshot) {
+    let s = snap.summary.clone().unwrap_or_default();
+    if global.json {
+        println!(
+            "{}",
+            json!({"message_type": "summary", "snapshot_id": id.to_hex(), "short_id": id.short(), "partial": snap.partial, "summary": summary_json(&s)})
+        );
+        return;
+    }
+    if global.quiet {
+        return;
+    }
+    println!(
+        "Files:      {} new, {} changed, {} unchanged",
+        s.files_new, s.files_changed, s.files_unchanged
+    );
+    println!("Dirs:       {}   other entries: {}", s.dirs, s.other_nodes);
+    println!("Read:       {}", bytes(s.bytes_read));
+    println!(
+        "Original:   {}  (all files in this snapshot)",
+        bytes(s.total_bytes)
+    );
+    println!(
+        "Added:      {} new data in {} blobs, {} stored after compression and deduplication",
+        bytes(s.data_added),
+        s.blobs_added,
+        bytes(s.data_added_stored)
+    );
+    println!("Duration:   {:.2}s", s.duration_ms as f64 / 1000.0);
+    if snap.partial {
+        println!(
+            "snapshot {} saved, but {} entries could not be read (see errors above)",
+            id.short(),
+            s.errors
+        );
+    } else {
+        println!("snapshot {} saved", id.short());
+    }
+}
+
+pub fn summary_json(s: &Summary) -> serde_json::Value {
+    serde_json::to_value(s).unwrap_or_default()
+}

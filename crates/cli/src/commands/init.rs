@@ -1,0 +1,53 @@
+use anyhow::{bail, Result};
+use strata_core::crypto::KdfParams;
+use strata_core::repository::Repository;
+
+use crate::repo::{self, GlobalArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Memory for the Argon2id key derivation, in MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    kdf_memory: u32,
+    /// Passes of the Argon2id key derivation.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    kdf_iterations: u32,
+}
+
+pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
+    let loc = repo::location(global)?;
+    let pw = repo::password(global, &loc, "enter password for new repository: ")?;
+    if global.password_file.is_none()
+        && global.password_command.is_none()
+        && std::env::var_os("STRATA_PASSWORD").is_none()
+    {
+        let again = rpassword::prompt_password("enter password again: ")?;
+        if again != pw {
+            bail!("the passwords do not match; nothing was created");
+        }
+    }
+    if pw.is_empty() {
+        bail!("empty password: choose a password; nothing was created");
+    }
+    let kdf = KdfParams {
+        memory_kib: args.kdf_memory.max(1) * 1024,
+        iterations: args.kdf_iterations.max(1),
+        parallelism: 1,
+    };
+    let repo = Repository::init(repo::storage(&loc), pw.as_bytes(), kdf)?;
+    if global.json {
+        crate::output::json_line(&serde_json::json!({
+            "message_type": "initialized",
+            "id": repo.config().id,
+            "repository": loc.path.display().to_string(),
+        }));
+    } else if !global.quiet {
+        println!(
+            "created strata repository {} at {}",
+            &repo.config().id[..10],
+            loc.path.display()
+        );
+        println!("Keep the password safe: without it the data cannot be read.");
+    }
+    Ok(crate::exit::OK)
+}

@@ -1,0 +1,115 @@
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde_json::json;
+use strata_core::format::display_bytes;
+use strata_core::format::tree::Node;
+
+use crate::output;
+use crate::repo::{self, FilterArgs, GlobalArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Snapshot: `latest` or an id prefix.
+    #[arg(value_name = "SNAPSHOT")]
+    snapshot: String,
+    /// List only below this path inside the snapshot.
+    #[arg(value_name = "PATH")]
+    path: Option<String>,
+    /// Long format: mode, owner, size, modification time.
+    #[arg(short, long)]
+    long: bool,
+    /// Do not descend into subdirectories.
+    #[arg(long)]
+    no_recursive: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn node_json(path: &Path, n: &Node) -> serde_json::Value {
+    json!({
+        "path": path.display().to_string(),
+        "name": display_bytes(&n.name),
+        "type": n.kind,
+        "mode": n.mode,
+        "uid": n.uid,
+        "gid": n.gid,
+        "user": n.user,
+        "group": n.group,
+        "size": n.size,
+        "mtime": time_string(n.mtime),
+        "inode": n.inode,
+        "links": n.links,
+        "target": n.target.as_deref().map(display_bytes),
+    })
+}
+
+pub fn time_string(t: strata_core::format::tree::Time) -> String {
+    jiff::Timestamp::new(t.s, t.ns as i32)
+        .map(|ts| ts.to_string())
+        .unwrap_or_else(|_| format!("{}.{:09}", t.s, t.ns))
+}
+
+fn long_line(path: &Path, n: &Node) -> String {
+    let owner = n.user.clone().unwrap_or_else(|| n.uid.to_string());
+    let group = n.group.clone().unwrap_or_else(|| n.gid.to_string());
+    let mtime = jiff::Timestamp::new(n.mtime.s, 0)
+        .map(output::local_time)
+        .unwrap_or_default();
+    let link = n
+        .target
+        .as_deref()
+        .map(|t| format!(" -> {}", display_bytes(t)))
+        .unwrap_or_default();
+    format!(
+        "{} {owner:>8} {group:>8} {:>12} {mtime} {}{link}",
+        output::mode_string(n.kind, n.mode),
+        n.size,
+        path.display()
+    )
+}
+
+pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
+    let repo = repo::open(global)?;
+    repo.load_index()?;
+    let (id, snap) = strata_core::select::find(&repo, &args.snapshot, &args.filter.filter()?)?;
+    let mut start = snap.tree;
+    let mut prefix = PathBuf::from("/");
+    if let Some(p) = args.path.as_deref().filter(|p| p.trim_matches('/') != "") {
+        let node = super::find_path(&repo, snap.tree, p)?;
+        prefix = PathBuf::from("/").join(p.trim_matches('/'));
+        match node.and_then(|n| if n.is_dir() { n.subtree } else { None }) {
+            Some(sub) => start = sub,
+            None => {
+                // A single file: print just it.
+                if let Some(n) = super::find_path(&repo, snap.tree, p)? {
+                    print_node(global, args, &prefix, &n);
+                }
+                return Ok(crate::exit::OK);
+            }
+        }
+    }
+    if !global.json && !global.quiet {
+        eprintln!(
+            "snapshot {} of {} at {}",
+            id.short(),
+            snap.paths.join(" "),
+            output::local_time(snap.time)
+        );
+    }
+    super::walk_tree(&repo, start, &prefix, &mut |path, node| {
+        print_node(global, args, path, node);
+        Ok(!args.no_recursive)
+    })?;
+    Ok(crate::exit::OK)
+}
+
+fn print_node(global: &GlobalArgs, args: &Args, path: &Path, node: &Node) {
+    if global.json {
+        output::json_line(&node_json(path, node));
+    } else if args.long {
+        println!("{}", long_line(path, node));
+    } else {
+        println!("{}", path.display());
+    }
+}

@@ -1,0 +1,129 @@
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Result;
+use serde_json::json;
+use strata_core::restore::{self, NoRestoreProgress, Overwrite, RestoreOptions, RestoreProgress};
+
+use crate::repo::{self, FilterArgs, GlobalArgs};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum OverwriteArg {
+    Always,
+    IfChanged,
+    Never,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Snapshot to restore: `latest` or an id prefix, optionally with
+    /// `:PATH` to restore one file or directory (`latest:/etc/ssh`).
+    #[arg(value_name = "SNAPSHOT[:PATH]")]
+    snapshot: String,
+    /// Directory to restore into (created if missing).
+    #[arg(short, long, value_name = "DIR")]
+    target: PathBuf,
+    /// Restore only paths matching this pattern (gitignore syntax, on snapshot paths).
+    #[arg(short, long, value_name = "PATTERN")]
+    include: Vec<String>,
+    /// Leave out paths matching this pattern.
+    #[arg(short, long, value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// What to do with files that already exist in the target.
+    #[arg(long, value_enum, default_value = "if-changed")]
+    overwrite: OverwriteArg,
+    /// Delete files in the target that the snapshot does not contain.
+    #[arg(long)]
+    delete: bool,
+    /// Re-read restored files and check them against the snapshot.
+    #[arg(long)]
+    verify: bool,
+    /// Parallel pack readers.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    threads: usize,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+struct Progress {
+    json: bool,
+    warnings: AtomicU64,
+}
+
+impl RestoreProgress for Progress {
+    fn warning(&self, path: &Path, message: &str) {
+        self.warnings.fetch_add(1, Ordering::Relaxed);
+        if self.json {
+            eprintln!(
+                "{}",
+                json!({"message_type": "warning", "path": path.display().to_string(), "warning": message})
+            );
+        } else {
+            eprintln!("warning: {}: {message}", path.display());
+        }
+    }
+}
+
+pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
+    let repo = repo::open(global)?;
+    let (selector, subpath) = super::split_selector(&args.snapshot);
+    let (id, snap) = strata_core::select::find(&repo, selector, &args.filter.filter()?)?;
+    let opts = RestoreOptions {
+        target: args.target.clone(),
+        subpath: subpath.map(String::from),
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
+        overwrite: match args.overwrite {
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::Never => Overwrite::Never,
+        },
+        delete: args.delete,
+        verify: args.verify,
+        threads: args.threads,
+    };
+    let progress = Progress {
+        json: global.json,
+        warnings: 0.into(),
+    };
+    let quiet_progress = NoRestoreProgress;
+    let p: &dyn RestoreProgress = if global.quiet {
+        &quiet_progress
+    } else {
+        &progress
+    };
+    let started = std::time::Instant::now();
+    let s = restore::run(&repo, snap.tree, &opts, p)?;
+    let secs = started.elapsed().as_secs_f64();
+    if global.json {
+        println!(
+            "{}",
+            json!({"message_type": "summary", "snapshot_id": id.to_hex(), "files": s.files, "files_unchanged": s.files_unchanged,
+                   "dirs": s.dirs, "others": s.others, "bytes_written": s.bytes_written, "deleted": s.deleted,
+                   "warnings": s.warnings, "verified": s.verified, "verify_failures": s.verify_failures, "seconds": secs})
+        );
+    } else if !global.quiet {
+        println!(
+            "restored snapshot {} to {}: {} files ({} unchanged), {} dirs, {} other, {} written, {} deleted in {secs:.2}s",
+            id.short(),
+            args.target.display(),
+            s.files,
+            s.files_unchanged,
+            s.dirs,
+            s.others,
+            crate::output::bytes(s.bytes_written),
+            s.deleted
+        );
+        if args.verify {
+            println!(
+                "verified {} files, {} failed",
+                s.verified, s.verify_failures
+            );
+        }
+    }
+    Ok(if s.verify_failures > 0 {
+        crate::exit::FATAL
+    } else {
+        crate::exit::OK
+    })
+}

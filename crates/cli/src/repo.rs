@@ -1,0 +1,230 @@
+//! Finding the repository and its password from flags, environment,
+//! a terminal prompt, or the embedded default repository.
+
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use strata_core::crypto::KdfParams;
+use strata_core::repository::Repository;
+use strata_core::storage::{LocalStorage, Storage};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Repository location: a directory path. Without it, the default
+    /// repository (created by the first `backup`) is used.
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "STRATA_REPOSITORY",
+        global = true,
+        value_name = "REPO"
+    )]
+    pub repo: Option<PathBuf>,
+    /// Read the password from the first line of this file.
+    #[arg(long, env = "STRATA_PASSWORD_FILE", global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Run this shell command and use the first line it prints as the password.
+    #[arg(
+        long,
+        env = "STRATA_PASSWORD_COMMAND",
+        global = true,
+        value_name = "COMMAND"
+    )]
+    pub password_command: Option<String>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print more (repeat for debug output).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// Where the repository is and whether it is the built-in default.
+pub struct Location {
+    pub path: PathBuf,
+    pub is_default: bool,
+}
+
+fn default_dir() -> Result<PathBuf> {
+    dirs::data_dir()
+        .map(|d| d.join("strata").join("repository"))
+        .ok_or_else(|| {
+            anyhow!(
+                "cannot find a data directory for the default repository: set HOME or give --repo"
+            )
+        })
+}
+
+fn default_password_file() -> Result<PathBuf> {
+    dirs::config_dir()
+        .map(|d| d.join("strata").join("default-repository.password"))
+        .ok_or_else(|| anyhow!("cannot find a config directory: set HOME or give --repo"))
+}
+
+pub fn location(global: &GlobalArgs) -> Result<Location> {
+    match &global.repo {
+        Some(p) => {
+            let s = p.to_string_lossy();
+            if s.starts_with("sftp:") || s.starts_with("s3:") {
+                bail!("remote repositories ({s}) are not supported by this version yet; use a local directory");
+            }
+            Ok(Location {
+                path: p.clone(),
+                is_default: false,
+            })
+        }
+        None => Ok(Location {
+            path: default_dir()?,
+            is_default: true,
+        }),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or("").to_string()
+}
+
+/// The password from the configured sources, in order: password file,
+/// password command, `STRATA_PASSWORD`, the default repository's generated
+/// password file, a prompt on a terminal.
+pub fn password(global: &GlobalArgs, loc: &Location, prompt: &str) -> Result<String> {
+    if let Some(file) = &global.password_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read password file {}", file.display()))?;
+        return Ok(first_line(&text));
+    }
+    if let Some(cmd) = &global.password_command {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("cannot run password command {cmd:?}"))?;
+        if !out.status.success() {
+            bail!("password command {cmd:?} failed with {}", out.status);
+        }
+        return Ok(first_line(&String::from_utf8_lossy(&out.stdout)));
+    }
+    if let Ok(p) = std::env::var("STRATA_PASSWORD") {
+        return Ok(p);
+    }
+    if loc.is_default {
+        let file = default_password_file()?;
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            return Ok(first_line(&text));
+        }
+    }
+    if std::io::stdin().is_terminal() {
+        return rpassword::prompt_password(prompt)
+            .context("cannot read the password from the terminal");
+    }
+    bail!("no password given: use --password-file, --password-command, STRATA_PASSWORD_FILE or STRATA_PASSWORD")
+}
+
+pub fn storage(loc: &Location) -> Arc<dyn Storage> {
+    Arc::new(LocalStorage::new(&loc.path))
+}
+
+/// Open the configured repository.
+pub fn open(global: &GlobalArgs) -> Result<Arc<Repository>> {
+    let loc = location(global)?;
+    let pw = password(global, &loc, "enter password for repository: ")?;
+    let repo = Repository::open(storage(&loc), pw.as_bytes())?;
+    Ok(Arc::new(repo))
+}
+
+/// Open the configured repository; if none is configured and the default
+/// one does not exist yet, create it (with a generated password unless
+/// one was given) and say so.
+pub fn open_or_create_default(global: &GlobalArgs) -> Result<Arc<Repository>> {
+    let loc = location(global)?;
+    if !loc.is_default || loc.path.join("config").exists() {
+        return open(global);
+    }
+    let explicit = global.password_file.is_some()
+        || global.password_command.is_some()
+        || std::env::var_os("STRATA_PASSWORD").is_some();
+    let pw = if explicit {
+        password(global, &loc, "")?
+    } else {
+        let pw = hex::encode(strata_core::crypto::random_bytes::<24>());
+        save_password_file(&default_password_file()?, &pw)?;
+        pw
+    };
+    std::fs::create_dir_all(&loc.path)
+        .with_context(|| format!("cannot create {}", loc.path.display()))?;
+    let repo = Repository::init(storage(&loc), pw.as_bytes(), KdfParams::default())?;
+    eprintln!(
+        "strata: no repository configured; created the default repository at {}",
+        loc.path.display()
+    );
+    if !explicit {
+        eprintln!(
+            "strata: its password was generated and saved in {} — keep a copy somewhere safe: without it the backups cannot be read",
+            default_password_file()?.display()
+        );
+    }
+    Ok(Arc::new(repo))
+}
+
+fn save_password_file(path: &Path, pw: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "cannot create password file {} (remove it if it is stale)",
+                path.display()
+            )
+        })?;
+    writeln!(f, "{pw}")
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// Snapshot filter options shared by commands that select snapshots.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// Only snapshots of this host (repeatable).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with these tags: `a,b` needs both; repeat for either.
+    #[arg(long = "tag", value_name = "TAG[,TAG]")]
+    pub tags: Vec<String>,
+    /// Only snapshots that include this path (repeatable).
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// With `latest`: the newest snapshot at or before this time
+    /// (`2026-11-20`, `2026-11-20 10:00`, RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub before: Option<String>,
+}
+
+impl FilterArgs {
+    pub fn filter(&self) -> Result<strata_core::select::Filter> {
+        let before = self
+            .before
+            .as_deref()
+            .map(strata_core::select::parse_time)
+            .transpose()?;
+        Ok(strata_core::select::Filter {
+            hosts: self.hosts.clone(),
+            tags: self.tags.clone(),
+            paths: self.paths.clone(),
+            before,
+        })
+    }
+}
