@@ -1,0 +1,666 @@
+//! End-to-end tests of the `strata` command: what a user types and sees,
+//! exit codes, and damage detection.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let env = Env {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        fs::create_dir_all(env.home()).unwrap();
+        env
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `strata` with a clean environment, the test repository and password.
+    fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("strata").unwrap();
+        c.env_clear()
+            .env("HOME", self.home())
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("STRATA_PASSWORD", "test-password")
+            .env("STRATA_REPOSITORY", self.repo());
+        c
+    }
+
+    fn init(&self) {
+        self.cmd()
+            .args(["init", "--kdf-memory", "1", "--kdf-iterations", "1"])
+            .assert()
+            .success();
+    }
+
+    fn snapshots(&self) -> Vec<Value> {
+        let out = self.cmd().args(["snapshots", "--json"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn backup(&self, args: &[&str]) -> Value {
+        let out = self
+            .cmd()
+            .arg("backup")
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "backup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last_json(&out.stdout)
+    }
+}
+
+fn last_json(stdout: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(stdout);
+    serde_json::from_str(text.lines().last().expect("no output")).unwrap()
+}
+
+fn write(path: &Path, data: &[u8]) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, data).unwrap();
+}
+
+fn sample_tree(root: &Path) {
+    write(&root.join("a.txt"), b"alpha\n");
+    write(&root.join("sub/b.txt"), b"bravo\n");
+    write(&root.join("sub/deep/c.log"), b"charlie\n");
+    write(&root.join("big.bin"), &pseudo_random(3 << 20, 5));
+    fs::create_dir_all(root.join("empty")).unwrap();
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn tree_files(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            if p.is_dir() {
+                out.push((rel + "/", Vec::new()));
+                stack.push(p);
+            } else {
+                out.push((rel, fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn backup_restore_round_trip_and_listing() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    let summary = env.backup(&[src.to_str().unwrap()]);
+    assert_eq!(summary["message_type"], "summary");
+    assert_eq!(summary["summary"]["files_new"], 4);
+    assert_eq!(summary["partial"], false);
+
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 1);
+    let s = &snaps[0];
+    assert_eq!(s["paths"][0], src.display().to_string());
+    assert_eq!(s["short_id"].as_str().unwrap().len(), 8);
+    assert!(s["id"]
+        .as_str()
+        .unwrap()
+        .starts_with(s["short_id"].as_str().unwrap()));
+    jiff::Timestamp::from_str_checked(s["time"].as_str().unwrap());
+
+    let out = env.cmd().args(["ls", "latest"]).output().unwrap();
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        listing.lines().any(|l| l == "/data/sub/deep/c.log"),
+        "{listing}"
+    );
+    assert!(listing.lines().any(|l| l == "/data/empty"), "{listing}");
+
+    let out = env
+        .cmd()
+        .args(["find", "*.log", "--json"])
+        .output()
+        .unwrap();
+    let hits: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(hits.as_array().unwrap().len(), 1);
+    assert_eq!(hits[0]["node"]["path"], "/data/sub/deep/c.log");
+
+    let out = env
+        .cmd()
+        .args(["dump", "latest", "/data/sub/b.txt"])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"bravo\n");
+
+    let target = env.path("restore");
+    env.cmd()
+        .args(["restore", "latest", "--verify", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert_eq!(tree_files(&src), tree_files(&target.join("data")));
+
+    env.cmd().args(["check", "--read-data"]).assert().success();
+}
+
+trait TimestampCheck {
+    fn from_str_checked(s: &str);
+}
+
+impl TimestampCheck for jiff::Timestamp {
+    fn from_str_checked(s: &str) {
+        s.parse::<jiff::Timestamp>()
+            .unwrap_or_else(|e| panic!("{s:?} is not RFC 3339: {e}"));
+    }
+}
+
+#[test]
+fn dump_of_a_directory_is_a_tar_stream() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    env.backup(&[src.to_str().unwrap()]);
+    let out = env
+        .cmd()
+        .args(["dump", "latest", "/data/sub"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut archive = tar::Archive::new(out.stdout.as_slice());
+    let mut names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec!["sub", "sub/b.txt", "sub/deep", "sub/deep/c.log"]
+    );
+}
+
+#[test]
+fn second_backup_skips_unchanged_files_and_stores_only_changes() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    env.backup(&[src.to_str().unwrap()]);
+    let second = env.backup(&[src.to_str().unwrap()]);
+    assert_eq!(second["summary"]["files_unchanged"], 4);
+    assert_eq!(second["summary"]["bytes_read"], 0);
+
+    write(&src.join("a.txt"), b"alpha, edited\n");
+    write(&src.join("new.txt"), b"new file\n");
+    let third = env.backup(&[src.to_str().unwrap()]);
+    assert_eq!(third["summary"]["files_changed"], 1);
+    assert_eq!(third["summary"]["files_new"], 1);
+    assert_eq!(third["summary"]["files_unchanged"], 3);
+    assert!(third["summary"]["data_added"].as_u64().unwrap() < 10_000);
+
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 3);
+    assert_eq!(snaps[2]["parent"], snaps[1]["id"]);
+
+    // --force reads everything again but adds no data.
+    let forced = env.backup(&["--force", src.to_str().unwrap()]);
+    assert_eq!(forced["summary"]["files_unchanged"], 0);
+    assert!(forced["summary"]["bytes_read"].as_u64().unwrap() > 3 << 20);
+    assert!(forced["summary"]["data_added_stored"].as_u64().unwrap() < 10_000);
+
+    // The first snapshot still restores exactly as it was.
+    let first = snaps[0]["short_id"].as_str().unwrap();
+    let target = env.path("old");
+    env.cmd()
+        .args(["restore", first, "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert_eq!(fs::read(target.join("data/a.txt")).unwrap(), b"alpha\n");
+    assert!(!target.join("data/new.txt").exists());
+}
+
+#[test]
+fn excludes_follow_gitignore_rules() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    write(&src.join("keep.log"), b"kept");
+    write(
+        &src.join("cache/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n",
+    );
+    write(&src.join("cache/junk"), b"junk");
+    write(&src.join("skipme/.nobackup"), b"");
+    write(&src.join("skipme/file"), b"x");
+    write(&src.join("UPPER.TMP"), b"x");
+    let exclude_file = env.path("excludes");
+    fs::write(&exclude_file, "# comment\n*.log\n!keep.log\n").unwrap();
+    env.backup(&[
+        "--exclude-file",
+        exclude_file.to_str().unwrap(),
+        "--iexclude",
+        "*.tmp",
+        "--exclude-caches",
+        "--exclude-if-present",
+        ".nobackup",
+        "--exclude-larger-than",
+        "1M",
+        src.to_str().unwrap(),
+    ]);
+    let out = env.cmd().args(["ls", "latest"]).output().unwrap();
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let names: Vec<&str> = listing.lines().collect();
+    assert!(names.contains(&"/data/keep.log"), "{listing}");
+    assert!(names.contains(&"/data/a.txt"));
+    for gone in [
+        "/data/sub/deep/c.log",
+        "/data/cache/junk",
+        "/data/skipme/file",
+        "/data/UPPER.TMP",
+        "/data/big.bin",
+    ] {
+        assert!(
+            !names.contains(&gone),
+            "{gone} should be excluded:\n{listing}"
+        );
+    }
+}
+
+#[test]
+fn restore_mirror_with_delete_and_overwrite_modes() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    env.backup(&[src.to_str().unwrap()]);
+    let target = env.path("mirror");
+    env.cmd()
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+
+    // Damage the mirror: edit a file, add strays.
+    write(&target.join("data/a.txt"), b"local edit\n");
+    write(&target.join("data/stray.txt"), b"not in snapshot");
+    write(&target.join("data/straydir/x"), b"x");
+
+    env.cmd()
+        .args(["restore", "latest", "--overwrite", "never", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert_eq!(
+        fs::read(target.join("data/a.txt")).unwrap(),
+        b"local edit\n"
+    );
+
+    let out = env
+        .cmd()
+        .args(["restore", "latest", "--delete", "--json", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let summary = last_json(&out.stdout);
+    assert_eq!(
+        summary["files"], 1,
+        "only the edited file is rewritten: {summary}"
+    );
+    assert_eq!(summary["files_unchanged"], 3);
+    assert_eq!(summary["deleted"], 2);
+    assert_eq!(tree_files(&src), tree_files(&target.join("data")));
+}
+
+#[test]
+fn snapshot_selection_by_time_host_and_tag() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    env.backup(&[
+        "--time",
+        "2026-01-01T10:00:00Z",
+        "--tag",
+        "daily",
+        "--host",
+        "alpha",
+        src.to_str().unwrap(),
+    ]);
+    write(&src.join("a.txt"), b"second version\n");
+    env.backup(&[
+        "--time",
+        "2026-02-01T10:00:00Z",
+        "--host",
+        "beta",
+        src.to_str().unwrap(),
+    ]);
+
+    let dump = |args: &[&str]| {
+        let out = env.cmd().arg("dump").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    assert_eq!(dump(&["latest", "/data/a.txt"]), b"second version\n");
+    assert_eq!(
+        dump(&["latest", "/data/a.txt", "--before", "2026-01-15"]),
+        b"alpha\n"
+    );
+    assert_eq!(
+        dump(&["latest", "/data/a.txt", "--host", "alpha"]),
+        b"alpha\n"
+    );
+    assert_eq!(
+        dump(&["latest", "/data/a.txt", "--tag", "daily"]),
+        b"alpha\n"
+    );
+    env.cmd()
+        .args(["dump", "latest", "/data/a.txt", "--before", "2025-01-01"])
+        .assert()
+        .code(1);
+    env.cmd()
+        .args(["dump", "nonsense!", "/data/a.txt"])
+        .assert()
+        .code(1);
+}
+
+#[test]
+fn wrong_password_and_missing_repository_have_their_exit_codes() {
+    let env = Env::new();
+    env.cmd().args(["snapshots"]).assert().code(10);
+    env.init();
+    let out = env
+        .cmd()
+        .env("STRATA_PASSWORD", "not it")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong password"));
+    // init over an existing repository refuses and leaves it intact
+    env.cmd()
+        .args(["init", "--kdf-memory", "1"])
+        .assert()
+        .code(1);
+    env.cmd().args(["snapshots"]).assert().success();
+    // password from a file and from a command
+    let pwfile = env.path("pw");
+    fs::write(&pwfile, "test-password\n").unwrap();
+    env.cmd()
+        .env_remove("STRATA_PASSWORD")
+        .arg("--password-file")
+        .arg(&pwfile)
+        .arg("snapshots")
+        .assert()
+        .success();
+    env.cmd()
+        .env_remove("STRATA_PASSWORD")
+        .args(["--password-command", "echo test-password", "snapshots"])
+        .assert()
+        .success();
+    env.cmd()
+        .env_remove("STRATA_PASSWORD")
+        .arg("snapshots")
+        .assert()
+        .code(1);
+}
+
+#[test]
+fn unreadable_file_gives_a_partial_snapshot_and_exit_3() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    write(&src.join("secret"), b"no access");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
+    let mut backup = env.cmd();
+    if nix::unistd::geteuid().is_root() {
+        // Root reads everything: run the backup as nobody instead.
+        for p in [env.dir.path().to_path_buf(), env.home()]
+            .into_iter()
+            .chain(walk_all(&env.repo()))
+        {
+            let mode = if p.is_dir() { 0o777 } else { 0o666 };
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        }
+        for entry in walk_all(&src) {
+            if entry != src.join("secret") {
+                let mode = if entry.is_dir() { 0o755 } else { 0o644 };
+                fs::set_permissions(&entry, fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+        use std::os::unix::process::CommandExt;
+        let mut std_cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"));
+        std_cmd.uid(65534).gid(65534);
+        backup = Command::from_std(std_cmd);
+        backup
+            .env_clear()
+            .env("HOME", env.home())
+            .env("STRATA_PASSWORD", "test-password")
+            .env("STRATA_REPOSITORY", env.repo());
+    }
+    let out = backup
+        .args(["backup", "--json"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
+    assert!(
+        stderr.contains("secret"),
+        "the unreadable path is named: {stderr}"
+    );
+    let summary = last_json(&out.stdout);
+    assert_eq!(summary["partial"], true);
+    assert_eq!(summary["summary"]["errors"], 1);
+    let snaps = env.snapshots();
+    assert_eq!(snaps[0]["partial"], true);
+    let target = env.path("out");
+    env.cmd()
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert_eq!(fs::read(target.join("data/a.txt")).unwrap(), b"alpha\n");
+    assert!(!target.join("data/secret").exists());
+}
+
+fn walk_all(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if out[i].is_dir() {
+            for e in fs::read_dir(&out[i]).unwrap() {
+                out.push(e.unwrap().path());
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn objects(dir: &Path) -> Vec<PathBuf> {
+    walk_all(dir).into_iter().filter(|p| p.is_file()).collect()
+}
+
+#[test]
+fn a_flipped_byte_in_a_pack_is_detected_and_named() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    env.backup(&[src.to_str().unwrap()]);
+    env.cmd().args(["check", "--read-data"]).assert().success();
+    let biggest = objects(&env.repo().join("data"))
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&biggest).unwrap();
+    bytes[1000] ^= 0x01;
+    fs::write(&biggest, &bytes).unwrap();
+    let name = biggest.file_name().unwrap().to_str().unwrap().to_string();
+
+    // The structure is intact, so only reading the data finds it.
+    env.cmd().args(["check"]).assert().success();
+    let out = env.cmd().args(["check", "--read-data"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&name),
+        "damaged pack {name} is named: {stderr}"
+    );
+    // A restore that needs the damaged blob fails loudly rather than writing garbage.
+    let out = env
+        .cmd()
+        .args(["restore", "latest", "--target"])
+        .arg(env.path("r"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_truncated_index_is_detected() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    env.backup(&[src.to_str().unwrap()]);
+    let index = objects(&env.repo().join("index")).pop().unwrap();
+    let bytes = fs::read(&index).unwrap();
+    fs::write(&index, &bytes[..bytes.len() / 2]).unwrap();
+    let out = env.cmd().args(["check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(index.file_name().unwrap().to_str().unwrap()),
+        "{stderr}"
+    );
+    // blobs the index listed are now missing from the snapshot's point of view
+    assert!(
+        stderr.contains("missing") || stderr.contains("not listed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn first_backup_without_configuration_creates_the_default_repository() {
+    let env = Env::new();
+    let src = env.path("data");
+    sample_tree(&src);
+    let run = || {
+        let mut c = Command::cargo_bin("strata").unwrap();
+        c.env_clear()
+            .env("HOME", env.home())
+            .env("PATH", std::env::var_os("PATH").unwrap());
+        c
+    };
+    let out = run().arg("backup").arg(&src).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let repo = env.home().join(".local/share/strata/repository");
+    assert!(
+        stderr.contains(&repo.display().to_string()),
+        "announces the path: {stderr}"
+    );
+    assert!(repo.join("config").exists());
+    let pwfile = env
+        .home()
+        .join(".config/strata/default-repository.password");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&pwfile).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Later commands find it without configuration, and a second backup reuses it.
+    run().arg("backup").arg(&src).assert().success();
+    let out = run().args(["snapshots", "--json"]).output().unwrap();
+    let snaps: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn bad_input_is_refused_clearly() {
+    let env = Env::new();
+    env.init();
+    let out = env
+        .cmd()
+        .args(["backup"])
+        .arg(env.path("does-not-exist"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    assert!(env.snapshots().is_empty());
+    let out = env
+        .cmd()
+        .args(["backup", "--exclude-larger-than", "lots"])
+        .arg(env.path("x"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = env
+        .cmd()
+        .args(["restore", "latest", "--target"])
+        .arg(env.path("t"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no snapshot"));
+}
