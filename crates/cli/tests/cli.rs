@@ -1,5 +1,6 @@
 //! End-to-end tests of the `strata` command: what a user types and sees,
 //! exit codes, and damage detection.
+#![allow(clippy::unwrap_used)]
 
 use std::fs;
 use std::path::{Path, PathBuf};

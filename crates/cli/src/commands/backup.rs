@@ -221,7 +221,7 @@ fn show_progress(p: &CliProgress, done: &AtomicBool, global: &GlobalArgs) {
                 "{files} files, {} read, {errors} errors",
                 bytes(read)
             ));
-        } else if global.json && ticks % 10 == 0 {
+        } else if global.json && ticks.is_multiple_of(10) {
             println!(
                 "{}",
                 json!({"message_type": "status", "files_done": files, "bytes_read": read, "errors": errors})

@@ -81,10 +81,15 @@ pub trait Progress: Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
+/// The reply of a worker: the file's node (with content) or why it failed.
+type FileReply = (Node, Result<FileOutcome, FileError>);
+/// Files handed to workers and not yet collected, with their paths.
+type Pending = Vec<(PathBuf, Receiver<FileReply>)>;
+
 struct Job {
     path: PathBuf,
     node: Node,
-    reply: Sender<(Node, Result<FileOutcome, FileError>)>,
+    reply: Sender<FileReply>,
 }
 
 struct Walker<'a> {
@@ -266,7 +271,7 @@ impl Walker<'_> {
         name: &[u8],
         parent: Option<&Node>,
         nodes: &mut Vec<Node>,
-        pending: &mut Vec<(PathBuf, Receiver<(Node, Result<FileOutcome, FileError>)>)>,
+        pending: &mut Pending,
     ) -> Result<()> {
         let meta = match path.symlink_metadata() {
             Ok(m) => m,
@@ -364,7 +369,7 @@ impl Walker<'_> {
 
     fn collect(
         &mut self,
-        pending: Vec<(PathBuf, Receiver<(Node, Result<FileOutcome, FileError>)>)>,
+        pending: Pending,
         nodes: &mut Vec<Node>,
     ) -> Result<()> {
         for (path, rx) in pending {

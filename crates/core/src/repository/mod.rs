@@ -21,6 +21,9 @@ use crate::format::{ad, decode_payload, from_cbor, open_object, seal_object, VER
 use crate::id::Id;
 use crate::storage::{ObjectKind, Storage};
 
+/// Snapshots that loaded (oldest first), and errors for those that did not.
+pub type SnapshotList = (Vec<(Id, Snapshot)>, Vec<Error>);
+
 /// An open repository: the storage, the master key and the config.
 /// The index is loaded on demand with [`Repository::load_index`].
 pub struct Repository {
@@ -171,7 +174,7 @@ impl Repository {
 
     /// All snapshots, oldest first. Unreadable ones are returned as errors
     /// in the second list so callers can report them and go on.
-    pub fn snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<Error>)> {
+    pub fn snapshots(&self) -> Result<SnapshotList> {
         let mut good = Vec::new();
         let mut bad = Vec::new();
         for info in self.storage.list(ObjectKind::Snapshot)? {
