@@ -4,7 +4,7 @@
 //! under the repository's master key: `nonce (24 bytes) || ciphertext || tag
 //! (16 bytes)`. Nonces are random; with 192-bit nonces random choice is safe
 //! for any number of objects, which is why XChaCha20 was chosen over
-//! AES-GCM's 96-bit nonces (see docs/design.md for the speed measurement).
+//! AES-GCM's 96-bit nonces (see docs/design.md).
 //! The associated data names the object's role (for example `b"strata tree"`),
 //! so a valid object of one kind cannot be passed off as another.
 //!
@@ -42,6 +42,11 @@ impl std::fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
+    /// A master key from its two 32-byte secrets (for test vectors and tools).
+    pub fn from_bytes(encrypt: [u8; 32], id: [u8; 32]) -> MasterKey {
+        MasterKey { encrypt, id }
+    }
+
     pub fn random() -> MasterKey {
         MasterKey {
             encrypt: random_bytes(),
@@ -70,11 +75,15 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 pub(crate) fn seal_with(key: &[u8; 32], ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    seal_with_nonce(key, &random_bytes(), ad, plaintext)
+}
+
+/// Sealing with a chosen nonce: only for test vectors. Never reuse a nonce.
+pub(crate) fn seal_with_nonce(key: &[u8; 32], nonce: &[u8; NONCE_LEN], ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let cipher = XChaCha20Poly1305::new(key.into());
-    let nonce: [u8; NONCE_LEN] = random_bytes();
     let ct = cipher
         .encrypt(
-            XNonce::from_slice(&nonce),
+            XNonce::from_slice(nonce),
             Payload {
                 msg: plaintext,
                 aad: ad,
@@ -84,7 +93,7 @@ pub(crate) fn seal_with(key: &[u8; 32], ad: &[u8], plaintext: &[u8]) -> Vec<u8> 
         // callers never build (blobs and objects are bounded in size).
         .unwrap_or_default();
     let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-    out.extend_from_slice(&nonce);
+    out.extend_from_slice(nonce);
     out.extend_from_slice(&ct);
     out
 }

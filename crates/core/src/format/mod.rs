@@ -10,6 +10,8 @@ pub mod key;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;
+#[cfg(test)]
+mod vectors;
 
 use std::cell::RefCell;
 
