@@ -80,7 +80,10 @@ impl Chunker {
         buf: &mut Vec<u8>,
         mut sink: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<u64, ChunkError<E>> {
-        buf.resize(self.buffer_size(), 0);
+        if buf.len() != self.buffer_size() {
+            // vec! of zeros is a calloc: cheap even for a large buffer.
+            *buf = vec![0u8; self.buffer_size()];
+        }
         let (mut start, mut end, mut eof, mut total) = (0usize, 0usize, false, 0u64);
         loop {
             if !eof && end - start < self.max {

@@ -75,7 +75,11 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let (id, snap) = strata_core::select::find(&repo, &args.snapshot, &args.filter.filter()?)?;
     let mut start = snap.tree;
     let mut prefix = PathBuf::from("/");
-    if let Some(p) = args.path.as_deref().filter(|p| !p.trim_matches('/').is_empty()) {
+    if let Some(p) = args
+        .path
+        .as_deref()
+        .filter(|p| !p.trim_matches('/').is_empty())
+    {
         let node = super::find_path(&repo, snap.tree, p)?;
         prefix = PathBuf::from("/").join(p.trim_matches('/'));
         match node.and_then(|n| if n.is_dir() { n.subtree } else { None }) {

@@ -100,6 +100,8 @@ struct Walker<'a> {
     names: NameCache,
     summary: Summary,
     force: bool,
+    /// Parent nodes are trusted only if their ctime is before this.
+    trusted_before: Option<crate::format::tree::Time>,
 }
 
 /// Run a backup. Returns the new snapshot's id and the snapshot.
@@ -109,12 +111,22 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<(Id, Snapshot)> {
     let started = Instant::now();
+    let backup_start = jiff::Timestamp::now();
     let _lock = repo.lock(false)?;
     repo.load_index()?;
     let roots = top_level(&opts.paths)?;
     let hostname = opts.hostname.clone().unwrap_or_else(crate::hostname);
     let paths: Vec<String> = roots.iter().map(|(p, _)| p.display().to_string()).collect();
     let parent = find_parent(repo, opts, &hostname, &paths)?;
+    // Parent nodes changed less than a second before the parent backup began
+    // might have changed again within the same timestamp tick: not trusted.
+    let trusted_before = parent
+        .as_ref()
+        .and_then(|(_, s)| s.summary.as_ref()?.backup_start)
+        .map(|t| crate::format::tree::Time {
+            s: t.as_second() - 1,
+            ns: t.subsec_nanosecond().max(0) as u32,
+        });
     let parent_tree = match &parent {
         Some((_, snap)) => Some(repo.load_tree(&snap.tree)?),
         None => None,
@@ -155,6 +167,7 @@ pub fn run(
             names: NameCache::default(),
             summary: Summary::default(),
             force: opts.force,
+            trusted_before,
         };
         let tree_id = walker.save_roots(&roots, parent_tree.as_ref());
         drop(walker.jobs); // lets the workers finish
@@ -162,6 +175,7 @@ pub fn run(
     })?;
     saver.finish()?;
     summary.duration_ms = started.elapsed().as_millis() as u64;
+    summary.backup_start = Some(backup_start);
     let snapshot = Snapshot {
         version: crate::format::VERSION,
         time: opts.time.unwrap_or_else(jiff::Timestamp::now),
@@ -367,11 +381,7 @@ impl Walker<'_> {
         self.save_tree(nodes)
     }
 
-    fn collect(
-        &mut self,
-        pending: Pending,
-        nodes: &mut Vec<Node>,
-    ) -> Result<()> {
+    fn collect(&mut self, pending: Pending, nodes: &mut Vec<Node>) -> Result<()> {
         for (path, rx) in pending {
             match rx.recv() {
                 Ok((node, Ok(outcome))) => {
@@ -419,6 +429,7 @@ impl Walker<'_> {
             || p.mtime != node.mtime
             || p.ctime != node.ctime
             || p.inode != node.inode
+            || self.trusted_before.is_some_and(|t| p.ctime >= t)
         {
             return None;
         }

@@ -46,4 +46,9 @@ pub struct Summary {
     /// Bytes written to the repository for new blobs (after compression and encryption).
     pub data_added_stored: u64,
     pub duration_ms: u64,
+    /// When the backup started reading (not `--time`): files whose ctime is
+    /// not clearly before it may have changed within the same clock tick and
+    /// are re-read by the next backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_start: Option<jiff::Timestamp>,
 }

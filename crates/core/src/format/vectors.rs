@@ -46,13 +46,23 @@ pub(crate) fn vectors() -> Vec<(&'static str, String)> {
     let k = key();
     let nonce: [u8; 24] = std::array::from_fn(|i| 0x40 + i as u8);
     let sealed = seal_with_nonce(&seq(0x20), &nonce, ad::DATA, &encode_payload(b"hello", 3));
-    let entries = [PackEntry { id: Id([0x11; 32]), kind: BlobKind::Tree, offset: 0, length: 300, raw_length: 256 }];
+    let entries = [PackEntry {
+        id: Id([0x11; 32]),
+        kind: BlobKind::Tree,
+        offset: 0,
+        length: 300,
+        raw_length: 256,
+    }];
     let packed = pack::finish(&k, Vec::new(), &entries);
     let header_plain = packed.len() - 4; // sealed header length is in the trailer
-    let kdf = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 }
-        .derive(b"password", b"somesaltsomesalt")
-        .map(hex::encode)
-        .unwrap_or_default();
+    let kdf = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    }
+    .derive(b"password", b"somesaltsomesalt")
+    .map(hex::encode)
+    .unwrap_or_default();
     vec![
         ("blob_id(\"strata\")", k.blob_id(b"strata").to_hex()),
         ("object_id(\"strata\")", Id::of_object(b"strata").to_hex()),
@@ -94,7 +104,8 @@ mod tests {
         let sealed = hex::decode(EXPECTED[2].1).unwrap();
         let plain = key().open(ad::DATA, &sealed).unwrap();
         assert_eq!(plain, b"\0hello");
-        let tree: Tree = crate::format::from_cbor(&hex::decode(EXPECTED[5].1).unwrap(), "tree").unwrap();
+        let tree: Tree =
+            crate::format::from_cbor(&hex::decode(EXPECTED[5].1).unwrap(), "tree").unwrap();
         assert_eq!(tree, sample_tree());
     }
 
@@ -109,7 +120,11 @@ mod tests {
     fn vectors_match_the_format() {
         let got = vectors();
         for (name, want) in EXPECTED {
-            let value = &got.iter().find(|(n, _)| n == name).expect("vector exists").1;
+            let value = &got
+                .iter()
+                .find(|(n, _)| n == name)
+                .expect("vector exists")
+                .1;
             assert_eq!(value, want, "vector {name}");
         }
     }
