@@ -48,9 +48,11 @@ impl Chunker {
         }
     }
 
-    /// The size of the reusable buffer [`Chunker::chunk`] wants.
+    /// The size of the reusable buffer [`Chunker::chunk`] wants: one
+    /// maximal chunk. Data is moved to its front only when a cut needs more
+    /// than what is left, which is a small tail in the common case.
     pub fn buffer_size(&self) -> usize {
-        self.max * 2
+        self.max
     }
 
     /// Length of the next chunk at the start of `data` (`data` holds at
@@ -85,8 +87,9 @@ impl Chunker {
             *buf = vec![0u8; self.buffer_size()];
         }
         let (mut start, mut end, mut eof, mut total) = (0usize, 0usize, false, 0u64);
+        let mut need_more = true;
         loop {
-            if !eof && end - start < self.max {
+            if need_more && !eof {
                 buf.copy_within(start..end, 0);
                 end -= start;
                 start = 0;
@@ -103,9 +106,28 @@ impl Chunker {
                 }
             }
             if start == end {
-                return Ok(total);
+                if eof {
+                    return Ok(total);
+                }
+                need_more = true;
+                continue;
+            }
+            // A cut found inside a window of at least `avg` bytes is the cut
+            // a longer window would give (FastCDC scans forward and only
+            // shortens its normal-size barrier for windows under `avg`). So
+            // more data is needed only when the window is under `avg`, or no
+            // cut was found in a window shorter than `max`.
+            let window = end - start;
+            if !eof && window < self.avg {
+                need_more = true;
+                continue;
             }
             let n = self.next_cut(&buf[start..end]).max(1);
+            if !eof && n == window && window < self.max {
+                need_more = true;
+                continue;
+            }
+            need_more = false;
             sink(&buf[start..start + n]).map_err(ChunkError::Sink)?;
             start += n;
         }
@@ -159,6 +181,53 @@ mod tests {
         }
         let avg = data.len() / sizes.len();
         assert!((8_000..40_000).contains(&avg), "average {avg}");
+    }
+
+    /// Hands out at most `step` bytes per read, to exercise refills.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn streaming_cuts_equal_whole_buffer_fastcdc() {
+        // Mixed content: random, then long runs without cut points (zeros),
+        // so chunks of every size up to the maximum occur.
+        let mut data = pseudo_random(700_000, 11);
+        data.extend(std::iter::repeat_n(0u8, 300_000));
+        data.extend(pseudo_random(400_000, 12));
+        let p = params(99);
+        let reference: Vec<usize> = fastcdc::v2020::FastCDC::with_level_and_seed(
+            &data,
+            p.min_size as usize,
+            p.avg_size as usize,
+            p.max_size as usize,
+            Normalization::Level1,
+            p.seed,
+        )
+        .map(|c| c.length)
+        .collect();
+        let c = Chunker::new(&p);
+        assert_eq!(cuts(&c, &data), reference);
+        for step in [1000, 4096, 65_536, 100_000] {
+            let mut got = Vec::new();
+            let mut buf = Vec::new();
+            c.chunk::<_, ()>(Trickle { data: &data, step }, &mut buf, |ch| {
+                got.push(ch.len());
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, reference, "reads of {step} bytes");
+        }
     }
 
     #[test]

@@ -10,16 +10,29 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::Result;
-use crate::format::encode_payload;
+use std::cell::RefCell;
+
+use crate::crypto::NONCE_LEN;
+use crate::format::encode_payload_into;
+
+thread_local! {
+    /// Per-thread buffer for sealing a blob, reused so large chunks do not
+    /// cost fresh allocations (and page faults) each time.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 use crate::format::index::{IndexBlob, IndexFile, IndexPack};
 use crate::format::pack::{self, BlobKind, PackEntry};
 use crate::id::Id;
 use crate::repository::Repository;
-use crate::storage::ObjectKind;
+use crate::storage::{ObjectKind, ObjectWriter};
 
+/// A pack being written: streamed to storage as blobs arrive, hashed on
+/// the way for its name.
 #[derive(Default)]
 struct OpenPack {
-    body: Vec<u8>,
+    writer: Option<Box<dyn ObjectWriter>>,
+    hasher: blake3::Hasher,
+    size: u64,
     entries: Vec<PackEntry>,
 }
 
@@ -81,21 +94,37 @@ impl BlobSaver {
                 stored: 0,
             });
         }
-        let payload = encode_payload(plain, self.repo.config().compression);
-        let sealed = self.repo.key().seal(kind.ad(), &payload);
+        SCRATCH.with(|cell| {
+            let sealed = &mut *cell.borrow_mut();
+            sealed.clear();
+            sealed.resize(NONCE_LEN, 0);
+            encode_payload_into(plain, self.repo.config().compression, sealed);
+            self.repo.key().seal_in_place(kind.ad(), sealed);
+            self.append(kind, id, plain.len(), sealed)
+        })
+    }
+
+    fn append(&self, kind: BlobKind, id: Id, raw_length: usize, sealed: &[u8]) -> Result<Saved> {
         let stored = sealed.len() as u64;
         let full = {
             let mut open = lock(self.open_pack(kind));
+            if open.writer.is_none() {
+                open.writer = Some(self.repo.storage().create_writer(ObjectKind::Pack)?);
+            }
             let entry = PackEntry {
                 id,
                 kind,
-                offset: open.body.len() as u32,
+                offset: open.size as u32,
                 length: sealed.len() as u32,
-                raw_length: plain.len() as u32,
+                raw_length: raw_length as u32,
             };
-            open.body.extend_from_slice(&sealed);
+            if let Some(w) = open.writer.as_mut() {
+                w.write_all(sealed)?;
+            }
+            open.hasher.update(sealed);
+            open.size += stored;
             open.entries.push(entry);
-            if open.body.len() >= self.repo.config().pack_size as usize {
+            if open.size >= u64::from(self.repo.config().pack_size) {
                 Some(std::mem::take(&mut *open))
             } else {
                 None
@@ -118,15 +147,16 @@ impl BlobSaver {
         }
     }
 
-    fn write_pack(&self, open: OpenPack) -> Result<()> {
-        if open.entries.is_empty() {
+    /// Append the header, name the pack by its hash and make it visible.
+    fn write_pack(&self, mut open: OpenPack) -> Result<()> {
+        let Some(mut writer) = open.writer.take().filter(|_| !open.entries.is_empty()) else {
             return Ok(());
-        }
-        let bytes = pack::finish(self.repo.key(), open.body, &open.entries);
-        let id = Id::of_object(&bytes);
-        self.repo
-            .storage()
-            .write(ObjectKind::Pack, &id.to_hex(), &bytes)?;
+        };
+        let trailer = pack::trailer(self.repo.key(), &open.entries);
+        writer.write_all(&trailer)?;
+        open.hasher.update(&trailer);
+        let id = Id(*open.hasher.finalize().as_bytes());
+        writer.finish(&id.to_hex())?;
         let blobs = open.entries.iter().map(IndexBlob::from).collect();
         lock(&self.written).push(IndexPack { id, blobs });
         Ok(())

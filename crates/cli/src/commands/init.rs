@@ -7,11 +7,19 @@ use crate::repo::{self, GlobalArgs};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Memory for the Argon2id key derivation, in MiB.
-    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    #[arg(long, default_value_t = 19, value_name = "MIB")]
     kdf_memory: u32,
     /// Passes of the Argon2id key derivation.
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(long, default_value_t = 2, value_name = "N")]
     kdf_iterations: u32,
+    /// zstd compression level for this repository (0 stores uncompressed).
+    #[arg(
+        long,
+        default_value_t = 3,
+        value_name = "LEVEL",
+        allow_negative_numbers = true
+    )]
+    compression: i32,
 }
 
 pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
@@ -34,7 +42,11 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         iterations: args.kdf_iterations.max(1),
         parallelism: 1,
     };
-    let repo = Repository::init(repo::storage(&loc), pw.as_bytes(), kdf)?;
+    let config = strata_core::format::config::Config {
+        compression: args.compression,
+        ..Default::default()
+    };
+    let repo = Repository::init_with(repo::storage(&loc), pw.as_bytes(), kdf, config)?;
     if global.json {
         crate::output::json_line(&serde_json::json!({
             "message_type": "initialized",

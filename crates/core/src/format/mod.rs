@@ -54,6 +54,36 @@ fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
     })
 }
 
+/// Append the encoded payload of `data` to `out`, compressing straight
+/// into it. Same encoding as [`encode_payload`], without intermediate copies.
+pub fn encode_payload_into(data: &[u8], level: i32, out: &mut Vec<u8>) {
+    let start = out.len();
+    if level != 0 && data.len() >= 64 {
+        let bound = zstd::zstd_safe::compress_bound(data.len());
+        out.resize(start + 1 + bound, 0);
+        let written = COMPRESSOR.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+                *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+            }
+            let (_, compressor) = slot.as_mut()?;
+            compressor
+                .compress_to_buffer(data, &mut out[start + 1..])
+                .ok()
+        });
+        match written {
+            Some(n) if n < data.len() - data.len() / 32 => {
+                out[start] = ZSTD;
+                out.truncate(start + 1 + n);
+                return;
+            }
+            _ => out.truncate(start),
+        }
+    }
+    out.push(STORED);
+    out.extend_from_slice(data);
+}
+
 /// Encode a plaintext payload: compressed with zstd at `level` when that
 /// saves at least 1/32 of the size, stored otherwise. `level == 0` stores.
 pub fn encode_payload(data: &[u8], level: i32) -> Vec<u8> {
@@ -146,6 +176,13 @@ mod tests {
             .collect();
         let enc = encode_payload(&random, 3);
         assert_eq!(decode_payload(enc.clone()).unwrap(), random);
+
+        let mut out = Vec::new();
+        encode_payload_into(&text, 3, &mut out);
+        assert_eq!(out, encode_payload(&text, 3));
+        out.clear();
+        encode_payload_into(&random, 3, &mut out);
+        assert_eq!(decode_payload(out).unwrap(), random);
 
         let small = encode_payload(b"hi", 3);
         assert_eq!(small, vec![STORED, b'h', b'i']);

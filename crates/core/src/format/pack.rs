@@ -64,6 +64,14 @@ pub struct PackEntry {
 
 /// Seal the header listing `entries` (in pack order) and append it.
 pub fn finish(key: &MasterKey, mut body: Vec<u8>, entries: &[PackEntry]) -> Vec<u8> {
+    body.extend_from_slice(&trailer(key, entries));
+    body
+}
+
+/// The bytes that end a pack: the sealed header listing `entries` (in pack
+/// order) and its length.
+pub fn trailer(key: &MasterKey, entries: &[PackEntry]) -> Vec<u8> {
+    let mut body = Vec::new();
     let mut header = Vec::with_capacity(1 + entries.len() * ENTRY_LEN);
     header.push(HEADER_VERSION);
     for e in entries {

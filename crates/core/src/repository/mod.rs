@@ -36,6 +36,23 @@ pub struct Repository {
 impl Repository {
     /// Create a new repository in empty storage.
     pub fn init(storage: Arc<dyn Storage>, password: &[u8], kdf: KdfParams) -> Result<Repository> {
+        Repository::init_with(storage, password, kdf, Config::new())
+    }
+
+    /// Create a new repository with a chosen config (compression level,
+    /// pack size, chunk sizes). The chunker seed should stay random.
+    pub fn init_with(
+        storage: Arc<dyn Storage>,
+        password: &[u8],
+        kdf: KdfParams,
+        config: Config,
+    ) -> Result<Repository> {
+        if !(-7..=22).contains(&config.compression) {
+            return Err(Error::invalid(format!(
+                "compression level {} is outside -7..=22",
+                config.compression
+            )));
+        }
         if !storage.list(ObjectKind::Config)?.is_empty() {
             return Err(Error::new(
                 ErrorKind::RepositoryExists,
@@ -44,7 +61,6 @@ impl Repository {
         }
         storage.create()?;
         let key = MasterKey::random();
-        let config = Config::new();
         let keyfile = KeyFile::wrap(&key, password, kdf, &crate::hostname(), &crate::username())?;
         let json = keyfile.to_json();
         storage.write(ObjectKind::Key, &Id::of_object(&json).to_hex(), &json)?;

@@ -51,6 +51,26 @@ pub(crate) fn run(s: &dyn Storage) {
     s.write(ObjectKind::Lock, "l1", b"").unwrap();
     assert_eq!(s.read(ObjectKind::Lock, "l1").unwrap(), b"");
 
+    // streamed writes: invisible until finished, discarded if dropped
+    let mut w = s.create_writer(ObjectKind::Pack).unwrap();
+    w.write_all(b"part one, ").unwrap();
+    w.write_all(b"part two").unwrap();
+    assert_eq!(
+        s.list(ObjectKind::Pack).unwrap().len(),
+        1,
+        "unfinished object is listed"
+    );
+    w.finish("aa00streamed").unwrap();
+    assert_eq!(
+        s.read(ObjectKind::Pack, "aa00streamed").unwrap(),
+        b"part one, part two"
+    );
+    let mut dropped = s.create_writer(ObjectKind::Pack).unwrap();
+    dropped.write_all(b"never finished").unwrap();
+    drop(dropped);
+    assert_eq!(s.list(ObjectKind::Pack).unwrap().len(), 2);
+    s.remove(ObjectKind::Pack, "aa00streamed").unwrap();
+
     s.remove(ObjectKind::Pack, name).unwrap();
     s.remove(ObjectKind::Pack, name).unwrap(); // idempotent
     assert_eq!(

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{ObjectInfo, ObjectKind, Storage};
+use super::{ObjectInfo, ObjectKind, ObjectWriter, Storage};
 use crate::error::{Error, ErrorKind, Result};
 
 /// When to fail. Counters count calls of each operation since creation.
@@ -102,6 +102,41 @@ impl<S: Storage> Storage for FaultyStorage<S> {
     fn remove(&self, kind: ObjectKind, name: &str) -> Result<()> {
         self.inner.remove(kind, name)
     }
+
+    /// A streamed object counts as one write; if it is to fail, it fails at
+    /// `finish`, after its data was sent, like an upload cut off at the end.
+    fn create_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
+        let fail = self
+            .trip(
+                &self.writes,
+                self.faults.writes_before_failure,
+                kind,
+                "write",
+            )
+            .is_err();
+        Ok(Box::new(FaultyWriter {
+            inner: self.inner.create_writer(kind)?,
+            fail,
+        }))
+    }
+}
+
+struct FaultyWriter {
+    inner: Box<dyn ObjectWriter>,
+    fail: bool,
+}
+
+impl ObjectWriter for FaultyWriter {
+    fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        self.inner.write_all(data)
+    }
+
+    fn finish(self: Box<Self>, name: &str) -> Result<()> {
+        if self.fail {
+            return Err(Error::new(ErrorKind::Io, "injected fault: write failed"));
+        }
+        self.inner.finish(name)
+    }
 }
 
 impl<S: Storage + ?Sized> Storage for Arc<S> {
@@ -131,6 +166,9 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     }
     fn remove(&self, kind: ObjectKind, name: &str) -> Result<()> {
         (**self).remove(kind, name)
+    }
+    fn create_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
+        (**self).create_writer(kind)
     }
 }
 

@@ -10,7 +10,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind as IoKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::{check_range, ObjectInfo, ObjectKind, Storage};
+use super::{check_range, ObjectInfo, ObjectKind, ObjectWriter, Storage};
 use crate::error::{Error, ErrorKind, Result};
 
 const TMP_PREFIX: &str = ".tmp-";
@@ -140,6 +140,65 @@ impl Storage for LocalStorage {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == IoKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(&path, "cannot delete", e)),
+        }
+    }
+
+    fn create_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
+        let dir = self.root.join(kind.dir());
+        let suffix = hex::encode(crate::crypto::random_bytes::<8>());
+        let tmp = dir.join(format!("{TMP_PREFIX}stream-{suffix}"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, "cannot create", e))?;
+        Ok(Box::new(LocalWriter {
+            storage: self.clone(),
+            kind,
+            tmp,
+            file: Some(file),
+        }))
+    }
+}
+
+/// Streams an object into a temporary file beside its destination; on
+/// finish, fsync, rename into place, fsync the directory.
+struct LocalWriter {
+    storage: LocalStorage,
+    kind: ObjectKind,
+    tmp: PathBuf,
+    file: Option<File>,
+}
+
+impl ObjectWriter for LocalWriter {
+    fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| Error::invalid("writer already finished"))?;
+        file.write_all(data)
+            .map_err(|e| Error::io(&self.tmp, "cannot write", e))
+    }
+
+    fn finish(mut self: Box<Self>, name: &str) -> Result<()> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::invalid("writer already finished"))?;
+        file.sync_all()
+            .map_err(|e| Error::io(&self.tmp, "cannot sync", e))?;
+        drop(file);
+        let path = self.storage.path(self.kind, name);
+        fs::rename(&self.tmp, &path).map_err(|e| Error::io(&path, "cannot rename into", e))?;
+        self.tmp = PathBuf::new(); // nothing left to clean up
+        sync_dir(path.parent().unwrap_or(self.storage.root()))
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{check_range, ObjectInfo, ObjectKind, Storage};
+use super::{check_range, BufferWriter, ObjectInfo, ObjectKind, ObjectWriter, Storage};
 use crate::error::{Error, Result};
 
 type Objects = BTreeMap<(ObjectKind, String), Arc<Vec<u8>>>;
@@ -89,6 +89,13 @@ impl Storage for MemoryStorage {
     fn remove(&self, kind: ObjectKind, name: &str) -> Result<()> {
         self.lock().remove(&(kind, name.to_string()));
         Ok(())
+    }
+
+    fn create_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
+        let me = self.clone();
+        Ok(Box::new(BufferWriter::new(
+            move |name: &str, data: &[u8]| me.write(kind, name, data),
+        )))
     }
 }
 

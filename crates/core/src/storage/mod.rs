@@ -17,6 +17,7 @@ mod memory;
 
 pub use fault::{Faults, FaultyStorage};
 pub use local::LocalStorage;
+
 pub use memory::MemoryStorage;
 
 use crate::error::Result;
@@ -106,6 +107,48 @@ pub trait Storage: Send + Sync {
 
     /// Delete an object. Deleting a missing object succeeds (idempotent).
     fn remove(&self, kind: ObjectKind, name: &str) -> Result<()>;
+
+    /// Start writing an object whose name is known only when it is complete
+    /// (packs, named by the hash of their bytes), without holding it all in
+    /// memory. Nothing is visible until [`ObjectWriter::finish`] succeeds;
+    /// dropping an unfinished writer discards what was written. The same
+    /// atomicity and durability as [`Storage::write`] apply on finish.
+    fn create_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>>;
+}
+
+/// An object being written piece by piece; see [`Storage::create_writer`].
+pub trait ObjectWriter: Send {
+    /// Append bytes. May buffer; errors may also surface only at `finish`.
+    fn write_all(&mut self, data: &[u8]) -> Result<()>;
+    /// Make the object durable and visible under `name`.
+    fn finish(self: Box<Self>, name: &str) -> Result<()>;
+}
+
+/// A writer that collects bytes in memory and stores them with a callback,
+/// for backends where an object is uploaded in one piece.
+pub struct BufferWriter<F: FnOnce(&str, &[u8]) -> Result<()> + Send> {
+    data: Vec<u8>,
+    store: F,
+}
+
+impl<F: FnOnce(&str, &[u8]) -> Result<()> + Send> BufferWriter<F> {
+    pub fn new(store: F) -> Self {
+        BufferWriter {
+            data: Vec::new(),
+            store,
+        }
+    }
+}
+
+impl<F: FnOnce(&str, &[u8]) -> Result<()> + Send> ObjectWriter for BufferWriter<F> {
+    fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        self.data.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, name: &str) -> Result<()> {
+        (self.store)(name, &self.data)
+    }
 }
 
 /// Check a ranged read's result length, the shared rule of `read_range`.
