@@ -241,7 +241,7 @@ fn check_pack_data(repo: &Repository, name: &str) -> Vec<String> {
         Ok(entries) => {
             for e in entries {
                 let sealed = &data[e.offset as usize..(e.offset + e.length) as usize];
-                if let Err(err) = repo.open_blob(&e.id, e.kind, sealed) {
+                if let Err(err) = repo.open_blob(&e.id, e.kind, sealed, e.raw_length) {
                     errors.push(format!("pack {name}: {err}"));
                 }
             }

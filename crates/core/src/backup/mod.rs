@@ -272,22 +272,31 @@ impl Walker<'_> {
         let mut nodes = Vec::new();
         for (path, name) in roots {
             let parent_node = parent.and_then(|t| find_node(t, name));
-            self.visit(path, name, parent_node, &mut nodes, &mut pending)?;
+            self.visit(
+                path,
+                name,
+                path.symlink_metadata(),
+                parent_node,
+                &mut nodes,
+                &mut pending,
+            )?;
         }
         self.collect(pending, &mut nodes)?;
         self.save_tree(nodes)
     }
 
     /// Stat one entry and add its node (now, or via a worker) to `nodes`.
+    #[allow(clippy::too_many_arguments)]
     fn visit(
         &mut self,
         path: &Path,
         name: &[u8],
+        meta: std::io::Result<std::fs::Metadata>,
         parent: Option<&Node>,
         nodes: &mut Vec<Node>,
         pending: &mut Pending,
     ) -> Result<()> {
-        let meta = match path.symlink_metadata() {
+        let meta = match meta {
             Ok(m) => m,
             Err(e) => {
                 self.fail(path, &format!("cannot stat: {e}"));
@@ -354,23 +363,33 @@ impl Walker<'_> {
         let mut nodes = Vec::new();
         let mut pending = Vec::new();
         if !self.excluder.excludes_dir_contents(path) {
-            let mut names: Vec<_> = match std::fs::read_dir(path) {
-                Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect(),
-                Err(e) => {
-                    self.fail(path, &format!("cannot list directory: {e}"));
-                    Vec::new()
+            // DirEntry::metadata is an fstatat relative to the open
+            // directory: no path walk from the root for every entry.
+            let mut entries: Vec<(std::ffi::OsString, std::io::Result<std::fs::Metadata>)> =
+                Vec::new();
+            match std::fs::read_dir(path) {
+                Ok(rd) => {
+                    for entry in rd {
+                        match entry {
+                            Ok(e) => entries.push((e.file_name(), e.metadata())),
+                            Err(e) => self.fail(path, &format!("cannot list directory: {e}")),
+                        }
+                    }
                 }
-            };
-            names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-            for name in names {
+                Err(e) => self.fail(path, &format!("cannot list directory: {e}")),
+            }
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            for (name, meta) in entries {
                 let child = path.join(&name);
-                if self.excluder.one_file_system() && crosses_device(&child, dev) {
+                let other_fs = meta.as_ref().is_ok_and(|m| m.is_dir() && m.dev() != dev);
+                if self.excluder.one_file_system() && other_fs {
                     continue;
                 }
                 let parent_node = parent.and_then(|t| find_node(t, name.as_bytes()));
                 self.visit(
                     &child,
                     name.as_bytes(),
+                    meta,
                     parent_node,
                     &mut nodes,
                     &mut pending,
@@ -444,11 +463,6 @@ impl Walker<'_> {
         self.summary.errors += 1;
         self.progress.error(path, message);
     }
-}
-
-fn crosses_device(path: &Path, dev: u64) -> bool {
-    path.symlink_metadata()
-        .is_ok_and(|m| m.is_dir() && m.dev() != dev)
 }
 
 fn find_node<'t>(tree: &'t Tree, name: &[u8]) -> Option<&'t Node> {

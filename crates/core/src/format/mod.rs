@@ -40,6 +40,9 @@ pub mod ad {
 }
 
 thread_local! {
+    /// A decompression context per thread: creating one per blob was a
+    /// tenth of the time of a backup with nothing to read.
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
 }
 
@@ -101,6 +104,24 @@ pub fn encode_payload(data: &[u8], level: i32) -> Vec<u8> {
     out.push(STORED);
     out.extend_from_slice(data);
     out
+}
+
+/// Decode a payload whose plaintext is known to be `size` bytes (from an
+/// index or pack header): decompression allocates exactly once.
+pub fn decode_payload_sized(payload: Vec<u8>, size: usize) -> Result<Vec<u8>> {
+    if payload.first() == Some(&ZSTD) {
+        let out = DECOMPRESSOR.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = zstd::bulk::Decompressor::new().ok();
+            }
+            slot.as_mut()?.decompress(&payload[1..], size).ok()
+        });
+        if let Some(out) = out.filter(|o| o.len() == size) {
+            return Ok(out);
+        }
+    }
+    decode_payload(payload)
 }
 
 /// Decode what [`encode_payload`] produced.

@@ -17,7 +17,7 @@ use crate::format::key::KeyFile;
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
-use crate::format::{ad, decode_payload, from_cbor, open_object, seal_object, VERSION};
+use crate::format::{ad, decode_payload_sized, from_cbor, open_object, seal_object, VERSION};
 use crate::id::Id;
 use crate::storage::{ObjectKind, Storage};
 
@@ -216,16 +216,23 @@ impl Repository {
             u64::from(loc.offset),
             u64::from(loc.length),
         )?;
-        self.open_blob(id, loc.kind, &sealed)
+        self.open_blob(id, loc.kind, &sealed, loc.raw_length)
             .map_err(|e| e.context(format!("pack {}", loc.pack)))
     }
 
     /// Decrypt and verify a sealed blob read from a pack.
-    pub fn open_blob(&self, id: &Id, kind: BlobKind, sealed: &[u8]) -> Result<Vec<u8>> {
+    /// `raw_length` is the plaintext size the index or pack header gives.
+    pub fn open_blob(
+        &self,
+        id: &Id,
+        kind: BlobKind,
+        sealed: &[u8],
+        raw_length: u32,
+    ) -> Result<Vec<u8>> {
         let plain = self
             .key
             .open(kind.ad(), sealed)
-            .and_then(decode_payload)
+            .and_then(|p| decode_payload_sized(p, raw_length as usize))
             .map_err(|e| e.context(format!("blob {id}")))?;
         if self.key.blob_id(&plain) != *id {
             return Err(Error::corrupted(format!("blob {id} does not match its id")));

@@ -23,8 +23,8 @@ use crate::walk::ExtentReader;
 
 /// Blobs further apart than this in a pack are read separately.
 const MAX_GAP: u64 = 1 << 20;
-/// The largest single read.
-const MAX_RUN: u64 = 32 << 20;
+/// The largest single read: bounds memory per worker.
+const MAX_RUN: u64 = 8 << 20;
 
 struct Need {
     id: Id,
@@ -40,7 +40,11 @@ pub(super) fn fill_files(
     progress: &dyn RestoreProgress,
 ) -> Result<u64> {
     let packs = plan(repo, jobs)?;
-    let threads = if threads == 0 { 4 } else { threads };
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
+    } else {
+        threads
+    };
     let next = AtomicUsize::new(0);
     let written = AtomicU64::new(0);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
@@ -141,7 +145,7 @@ fn restore_pack(
             let from = (u64::from(need.loc.offset) - start) as usize;
             let sealed = &run[from..from + need.loc.length as usize];
             let plain = repo
-                .open_blob(&need.id, need.loc.kind, sealed)
+                .open_blob(&need.id, need.loc.kind, sealed, need.loc.raw_length)
                 .map_err(|e| e.context(format!("pack {name}")))?;
             for &(job, offset) in &need.targets {
                 let path = &jobs[job].path;
