@@ -115,6 +115,12 @@ pub fn mode_string(kind: strata_core::format::tree::NodeKind, mode: u32) -> Stri
     s
 }
 
+/// A path as text: UTF-8 where valid, `\xNN` escapes for other bytes, so
+/// names that are not UTF-8 are shown exactly rather than replaced.
+pub fn path(p: &std::path::Path) -> String {
+    strata_core::format::display_bytes(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))
+}
+
 /// Print one JSON value on its own line.
 pub fn json_line(value: &serde_json::Value) {
     println!("{value}");

@@ -94,10 +94,10 @@ impl Progress for CliProgress {
         if self.json {
             eprintln!(
                 "{}",
-                json!({"message_type": "error", "path": path.display().to_string(), "error": message})
+                json!({"message_type": "error", "path": crate::output::path(path), "error": message})
             );
         } else {
-            eprintln!("error: {}: {message}", path.display());
+            eprintln!("error: {}: {message}", crate::output::path(path));
         }
     }
 
@@ -105,10 +105,10 @@ impl Progress for CliProgress {
         if self.json {
             eprintln!(
                 "{}",
-                json!({"message_type": "warning", "path": path.display().to_string(), "warning": message})
+                json!({"message_type": "warning", "path": crate::output::path(path), "warning": message})
             );
         } else if !self.quiet {
-            eprintln!("warning: {}: {message}", path.display());
+            eprintln!("warning: {}: {message}", crate::output::path(path));
         }
     }
 

@@ -100,11 +100,12 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
             let tree_id = match Id::from_hex(&spec) {
                 Ok(id) => id,
                 Err(_) => {
-                    let (snap, path) = super::split_selector(&spec);
-                    let (_, s) = strata_core::select::find(&repo, snap, &Default::default())?;
-                    match path.filter(|p| !p.trim_matches('/').is_empty()) {
+                    let (snap, path) = super::split_selector(std::ffi::OsStr::new(&spec))?;
+                    let (_, s) = strata_core::select::find(&repo, &snap, &Default::default())?;
+                    match path.filter(|p| p.iter().any(|&b| b != b'/')) {
                         None => s.tree,
-                        Some(p) => super::find_path(&repo, s.tree, p)?
+                        Some(p) => repo
+                            .find_node(s.tree, &p)?
                             .and_then(|n| n.subtree)
                             .context("not a directory")?,
                     }

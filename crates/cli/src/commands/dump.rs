@@ -16,7 +16,7 @@ pub struct Args {
     snapshot: String,
     /// Path inside the snapshot; a directory (or `/`) is written as a tar stream.
     #[arg(value_name = "PATH")]
-    path: String,
+    path: std::ffi::OsString,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -44,7 +44,11 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
             )?;
             tar.finish()?;
         }
-        Some(n) => bail!("{} is a {:?}, not a file or directory", args.path, n.kind),
+        Some(n) => bail!(
+            "{} is a {:?}, not a file or directory",
+            crate::output::path(Path::new(&args.path)),
+            n.kind
+        ),
         None => {
             let mut tar = tar::Builder::new(&mut out);
             write_dir(&mut tar, &repo, snap.tree, Path::new(""))?;

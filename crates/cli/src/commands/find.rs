@@ -4,7 +4,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use globset::GlobBuilder;
 use serde_json::json;
-use strata_core::format::display_bytes;
 
 use crate::output;
 use crate::repo::{self, FilterArgs, GlobalArgs};
@@ -50,7 +49,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
                         id.short(),
                         output::local_time(snap.time),
                         node.size,
-                        display_bytes(path.as_os_str().as_encoded_bytes())
+                        output::path(path)
                     );
                 }
             }

@@ -15,7 +15,7 @@ pub struct Args {
     snapshot: String,
     /// List only below this path inside the snapshot.
     #[arg(value_name = "PATH")]
-    path: Option<String>,
+    path: Option<std::ffi::OsString>,
     /// Long format: mode, owner, size, modification time.
     #[arg(short, long)]
     long: bool,
@@ -28,7 +28,7 @@ pub struct Args {
 
 pub fn node_json(path: &Path, n: &Node) -> serde_json::Value {
     json!({
-        "path": path.display().to_string(),
+        "path": crate::output::path(path),
         "name": display_bytes(&n.name),
         "type": n.kind,
         "mode": n.mode,
@@ -65,7 +65,7 @@ fn long_line(path: &Path, n: &Node) -> String {
         "{} {owner:>8} {group:>8} {:>12} {mtime} {}{link}",
         output::mode_string(n.kind, n.mode),
         n.size,
-        path.display()
+        crate::output::path(path)
     )
 }
 
@@ -75,21 +75,15 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let (id, snap) = strata_core::select::find(&repo, &args.snapshot, &args.filter.filter()?)?;
     let mut start = snap.tree;
     let mut prefix = PathBuf::from("/");
-    if let Some(p) = args
-        .path
-        .as_deref()
-        .filter(|p| !p.trim_matches('/').is_empty())
-    {
-        let node = super::find_path(&repo, snap.tree, p)?;
-        prefix = PathBuf::from("/").join(p.trim_matches('/'));
-        match node.and_then(|n| if n.is_dir() { n.subtree } else { None }) {
-            Some(sub) => start = sub,
-            None => {
-                // A single file: print just it.
-                if let Some(n) = super::find_path(&repo, snap.tree, p)? {
-                    print_node(global, args, &prefix, &n);
+    if let Some(p) = args.path.as_deref() {
+        if let Some(node) = super::find_path(&repo, snap.tree, p)? {
+            prefix = prefix.join(Path::new(p).strip_prefix("/").unwrap_or(Path::new(p)));
+            match node.subtree.filter(|_| node.is_dir()) {
+                Some(sub) => start = sub,
+                None => {
+                    print_node(global, args, &prefix, &node);
+                    return Ok(crate::exit::OK);
                 }
-                return Ok(crate::exit::OK);
             }
         }
     }
@@ -114,6 +108,6 @@ fn print_node(global: &GlobalArgs, args: &Args, path: &Path, node: &Node) {
     } else if args.long {
         println!("{}", long_line(path, node));
     } else {
-        println!("{}", path.display());
+        println!("{}", crate::output::path(path));
     }
 }

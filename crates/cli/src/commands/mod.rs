@@ -8,6 +8,7 @@ pub mod ls;
 pub mod restore;
 pub mod snapshots;
 
+use std::ffi::OsStr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -15,12 +16,17 @@ use strata_core::format::tree::{Node, Tree};
 use strata_core::repository::Repository;
 use strata_core::Id;
 
-/// Split `SNAPSHOT[:PATH]` into its parts.
-pub fn split_selector(spec: &str) -> (&str, Option<&str>) {
-    match spec.split_once(':') {
-        Some((snap, path)) => (snap, Some(path)),
-        None => (spec, None),
-    }
+/// Split `SNAPSHOT[:PATH]` into its parts; the path is raw bytes so names
+/// that are not UTF-8 can be given.
+pub fn split_selector(spec: &OsStr) -> Result<(String, Option<Vec<u8>>)> {
+    let bytes = spec.as_bytes();
+    let (snap, path) = match bytes.iter().position(|&b| b == b':') {
+        Some(i) => (&bytes[..i], Some(bytes[i + 1..].to_vec())),
+        None => (bytes, None),
+    };
+    let snap = std::str::from_utf8(snap)
+        .with_context(|| "the snapshot part of SNAPSHOT:PATH is not text".to_string())?;
+    Ok((snap.to_string(), path))
 }
 
 /// Visit every node under `tree` depth first, with its path from the
@@ -47,23 +53,6 @@ pub fn walk_tree(
 use std::os::unix::ffi::OsStrExt;
 
 /// The node at `path` inside a snapshot's root tree (`None` for the root).
-pub fn find_path(repo: &Repository, root: Id, path: &str) -> Result<Option<Node>> {
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    let mut tree = root;
-    let mut found = None;
-    for (i, part) in parts.iter().enumerate() {
-        let t = repo.load_tree(&tree)?;
-        let node = t
-            .nodes
-            .into_iter()
-            .find(|n| n.name == part.as_bytes())
-            .with_context(|| format!("{path} is not in the snapshot"))?;
-        if i + 1 < parts.len() {
-            tree = node
-                .subtree
-                .with_context(|| format!("{} is not a directory", parts[..=i].join("/")))?;
-        }
-        found = Some(node);
-    }
-    Ok(found)
+pub fn find_path(repo: &Repository, root: Id, path: &OsStr) -> Result<Option<Node>> {
+    Ok(repo.find_node(root, path.as_bytes())?)
 }

@@ -19,7 +19,7 @@ pub struct Args {
     /// Snapshot to restore: `latest` or an id prefix, optionally with
     /// `:PATH` to restore one file or directory (`latest:/etc/ssh`).
     #[arg(value_name = "SNAPSHOT[:PATH]")]
-    snapshot: String,
+    snapshot: std::ffi::OsString,
     /// Directory to restore into (created if missing).
     #[arg(short, long, value_name = "DIR")]
     target: PathBuf,
@@ -56,21 +56,21 @@ impl RestoreProgress for Progress {
         if self.json {
             eprintln!(
                 "{}",
-                json!({"message_type": "warning", "path": path.display().to_string(), "warning": message})
+                json!({"message_type": "warning", "path": crate::output::path(path), "warning": message})
             );
         } else {
-            eprintln!("warning: {}: {message}", path.display());
+            eprintln!("warning: {}: {message}", crate::output::path(path));
         }
     }
 }
 
 pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let repo = repo::open(global)?;
-    let (selector, subpath) = super::split_selector(&args.snapshot);
-    let (id, snap) = strata_core::select::find(&repo, selector, &args.filter.filter()?)?;
+    let (selector, subpath) = super::split_selector(&args.snapshot)?;
+    let (id, snap) = strata_core::select::find(&repo, &selector, &args.filter.filter()?)?;
     let opts = RestoreOptions {
         target: args.target.clone(),
-        subpath: subpath.map(String::from),
+        subpath,
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         overwrite: match args.overwrite {

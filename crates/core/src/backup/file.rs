@@ -42,7 +42,9 @@ pub enum FileError {
     Repository(Error),
 }
 
-pub(super) fn open_for_backup(path: &Path) -> io::Result<File> {
+/// Open a file to read its data: never through a symlink, and without
+/// updating its atime where the kernel allows.
+pub fn open_for_reading(path: &Path) -> io::Result<File> {
     let open = |flags| OpenOptions::new().read(true).custom_flags(flags).open(path);
     match open(libc::O_NOFOLLOW | libc::O_NOATIME) {
         // O_NOATIME is refused on files we do not own unless we are root.
@@ -75,7 +77,7 @@ fn read_and_save(
     progress: &dyn Progress,
 ) -> Result<FileOutcome, FileError> {
     let unreadable = |what: &str, e: io::Error| FileError::Unreadable(format!("{what}: {e}"));
-    let file = open_for_backup(path).map_err(|e| unreadable("cannot open", e))?;
+    let file = open_for_reading(path).map_err(|e| unreadable("cannot open", e))?;
     let before = file.metadata().map_err(|e| unreadable("cannot stat", e))?;
     if before.ino() != node.inode || before.size() != node.size {
         // Replaced or changed between the directory scan and open.

@@ -33,7 +33,7 @@ use crate::repository::Repository;
 use crate::select;
 use crate::walk::{node_from_metadata, ExcludeOptions, Excluder, NameCache};
 
-pub use file::{FileError, FileOutcome};
+pub use file::{open_for_reading, FileError, FileOutcome};
 
 /// What the caller wants backed up and how.
 #[derive(Clone, Debug)]

@@ -240,6 +240,35 @@ impl Repository {
         Ok(plain)
     }
 
+    /// The node at `path` (components separated by `/`, as raw bytes) under
+    /// the tree `root`; `None` for an empty path (the root itself).
+    pub fn find_node(&self, root: Id, path: &[u8]) -> Result<Option<crate::format::tree::Node>> {
+        let shown = crate::format::display_bytes(path);
+        let parts: Vec<&[u8]> = path
+            .split(|&b| b == b'/')
+            .filter(|p| !p.is_empty())
+            .collect();
+        let mut tree = root;
+        let mut found = None;
+        for (i, part) in parts.iter().enumerate() {
+            let node = self
+                .load_tree(&tree)?
+                .nodes
+                .into_iter()
+                .find(|n| n.name == *part)
+                .ok_or_else(|| Error::missing(format!("{shown} is not in the snapshot")))?;
+            if i + 1 < parts.len() {
+                tree = node.subtree.ok_or_else(|| {
+                    Error::invalid(format!(
+                        "{shown}: a component on the way is not a directory"
+                    ))
+                })?;
+            }
+            found = Some(node);
+        }
+        Ok(found)
+    }
+
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
         let data = self.read_blob(id)?;
         from_cbor(&data, &format!("tree {id}"))

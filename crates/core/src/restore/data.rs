@@ -196,7 +196,7 @@ pub(crate) fn content_ids(
     path: &Path,
     extents: Option<&[Extent]>,
 ) -> Option<Vec<Id>> {
-    let file = File::open(path).ok()?;
+    let file = crate::backup::open_for_reading(path).ok()?;
     let chunker = Chunker::new(&repo.config().chunker);
     let mut ids = Vec::new();
     let mut buf = Vec::new();

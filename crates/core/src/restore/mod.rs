@@ -40,7 +40,7 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Restore only this path inside the snapshot (`etc/hosts`); it is
     /// created as `target/<its last component>`.
-    pub subpath: Option<String>,
+    pub subpath: Option<Vec<u8>>,
     /// gitignore-style patterns on snapshot paths (`/etc/hosts`, `*.conf`).
     pub include: Vec<String>,
     pub exclude: Vec<String>,
@@ -112,10 +112,12 @@ pub fn run(
     };
     let jobs = state.create_entries(&entries)?;
     state.summary.bytes_written += data::fill_files(repo, &jobs, opts.threads, progress)?;
-    state.finish_metadata(&entries, &jobs);
+    // Verify before metadata: reading may touch atimes, and the metadata
+    // step sets them last.
     if opts.verify {
         data::verify(repo, &jobs, &mut state.summary, progress);
     }
+    state.finish_metadata(&entries, &jobs);
     Ok(state.summary)
 }
 
@@ -124,36 +126,25 @@ pub fn run(
 fn resolve_subpath(
     repo: &Repository,
     tree: Id,
-    subpath: Option<&str>,
+    subpath: Option<&[u8]>,
 ) -> Result<(Vec<Node>, PathBuf)> {
-    let root = repo.load_tree(&tree)?;
-    let Some(sub) = subpath
-        .map(|s| s.trim_matches('/'))
-        .filter(|s| !s.is_empty())
-    else {
-        return Ok((root.nodes, PathBuf::from("/")));
-    };
-    let mut nodes = root.nodes;
-    let mut parent = PathBuf::from("/");
-    let parts: Vec<&str> = sub.split('/').filter(|p| !p.is_empty()).collect();
-    for (i, part) in parts.iter().enumerate() {
-        let node = nodes
-            .into_iter()
-            .find(|n| n.name == part.as_bytes())
-            .ok_or_else(|| Error::missing(format!("{sub} is not in the snapshot")))?;
-        if i + 1 == parts.len() {
-            return Ok((vec![node], parent));
-        }
-        parent.push(part);
-        let subtree = node.subtree.ok_or_else(|| {
-            Error::invalid(format!(
-                "{} is not a directory in the snapshot",
-                parent.display()
-            ))
-        })?;
-        nodes = repo.load_tree(&subtree)?.nodes;
+    let parts: Vec<&[u8]> = subpath
+        .unwrap_or_default()
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.is_empty() {
+        return Ok((repo.load_tree(&tree)?.nodes, PathBuf::from("/")));
     }
-    Err(Error::invalid("empty path"))
+    let sub = crate::format::display_bytes(subpath.unwrap_or_default());
+    let node = repo
+        .find_node(tree, subpath.unwrap_or_default())?
+        .ok_or_else(|| Error::missing(format!("{sub} is not in the snapshot")))?;
+    let mut parent = PathBuf::from("/");
+    for part in &parts[..parts.len() - 1] {
+        parent.push(OsStr::from_bytes(part));
+    }
+    Ok((vec![node], parent))
 }
 
 fn collect(
@@ -313,20 +304,17 @@ impl Restorer<'_> {
                         }
                     }
                 }
-                NodeKind::File => {
-                    if e.node.links > 1 {
-                        let key = (e.node.device, e.node.inode);
-                        if let Some(first) = links.get(&key) {
-                            if self.replace(&path, existing.as_ref()) {
-                                std::fs::hard_link(first, &path).map_err(|err| {
-                                    Error::io(&path, "cannot create hard link", err)
-                                })?;
-                                self.summary.files += 1;
-                            }
-                            continue;
-                        }
-                        links.insert(key, path.clone());
+                _ if e.node.links > 1 && links.contains_key(&(e.node.device, e.node.inode)) => {
+                    // Another name of an inode restored already (files,
+                    // symlinks, fifos and devices can all be hard-linked).
+                    let first = &links[&(e.node.device, e.node.inode)];
+                    if self.replace(&path, existing.as_ref()) {
+                        std::fs::hard_link(first, &path)
+                            .map_err(|err| Error::io(&path, "cannot create hard link", err))?;
+                        self.summary.others += 1;
                     }
+                }
+                NodeKind::File => {
                     if let Some(job) = self.prepare_file(&path, &e.node, existing.as_ref())? {
                         jobs.push(job);
                     }
@@ -350,6 +338,9 @@ impl Restorer<'_> {
                     }
                 }
                 NodeKind::Socket => {}
+            }
+            if e.node.kind != NodeKind::Dir && e.node.links > 1 {
+                links.entry((e.node.device, e.node.inode)).or_insert(path);
             }
         }
         Ok(jobs)
