@@ -14,7 +14,7 @@ Results go to $BENCH_DIR/results.json and $BENCH_DIR/results.md.
 
 Settings (environment):
   BENCH_DIR           work directory            (/var/tmp/strata-bench)
-  BENCH_SCALE         corpus size multiplier    (1.0, about 1.3 GB)
+  BENCH_SCALE         corpus size multiplier    (1.0: ~50k files, ~1.5 GB)
   BENCH_TOOLS         tools to run              (strata,restic,borg)
   BENCH_DROP_CACHES   drop page cache per step  (1)
   BENCH_STEP_TIMEOUT  seconds per step          (7200)
@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 
+sys.dont_write_bytecode = True  # keep bench/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import corpus  # noqa: E402
 
@@ -180,8 +181,8 @@ class Restic(Tool):
             version = json.loads(out).get("version")
         except ValueError:
             version = "unknown"
-        self.notes.append(f"repository format version {version}; default options "
-                          "(compression 'auto' on format 2)")
+        self.notes.append(f"repository format {version}, default options: "
+                          "compression auto")
 
     def backup(self, src, n):
         return Cmd([self.bin, "-r", self.repo, "backup", src])
@@ -318,6 +319,7 @@ def run_step(tool, step, cmd, ctx):
 
 def run_init(tool, ctx):
     """Try each init form until one succeeds (borg: blake2, then plain)."""
+    os.makedirs(tool.home, exist_ok=True)
     for cmd in tool.init_cmds():
         shutil.rmtree(tool.repo, ignore_errors=True)
         rec = run_step(tool, "init", cmd, ctx)
@@ -343,7 +345,9 @@ def verify_restore(target, data_dir):
     """Untimed check of the restored tree: file count and `diff -rq`."""
     root = find_restored_root(target, data_dir)
     if root is None:
-        return {"ok": False, "summary": "restored tree not found under target"}
+        found = sorted(os.listdir(target))[:10]
+        return {"ok": False, "summary": "restored tree not found under target",
+                "diff_head": [f"top-level entries in {target}: {found}"]}
     files = sum(len(f) for _, _, f in os.walk(root))
     proc = subprocess.run(["diff", "-rq", "--no-dereference", data_dir, root],
                           capture_output=True, text=True, errors="replace")
@@ -549,7 +553,10 @@ def table(results, cell, extra_rows=()):
 
 def restore_check(results, name):
     rec = next((r for r in results["steps"][name] if r["step"] == "restore"), None)
-    return rec["verify"]["summary"] if rec and "verify" in rec else "-"
+    if not rec or "verify" not in rec:
+        return "-"
+    v = rec["verify"]
+    return v["summary"] if v["ok"] else "FAILED: " + v["summary"]
 
 
 def header_md(r):
@@ -600,7 +607,7 @@ def failures_md(r):
 
 def render_md(r):
     lines = header_md(r) + [
-        "", "## Wall time · peak RSS · repository size after the step", "",
+        "", "## Wall time · peak RSS · repository size after the step (du -sb)", "",
         table(r, main_cell, [("restore check", lambda n: restore_check(r, n))]),
         "", "## CPU time (user+sys) · local cache size after the step", "",
         table(r, detail_cell), ""]
@@ -609,9 +616,9 @@ def render_md(r):
 
 
 def write_reports(bench_dir, results):
-    md = render_md(results)
     with open(os.path.join(bench_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
+    md = render_md(results)
     with open(os.path.join(bench_dir, "results.md"), "w") as f:
         f.write(md)
     print()

@@ -84,6 +84,8 @@ def take_budget(files, budget, rng):
     rng.shuffle(order)
     total, n = 0, 0
     while order and total < budget:
+        if n == len(order) and total == 0:
+            return  # only empty files: nothing to fill the budget with
         root, path = order[n % len(order)]
         total += os.path.getsize(path)
         yield n // len(order), root, path

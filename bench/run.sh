@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Benchmark strata side by side with restic and borg.
 #
-#   bench/run.sh                         # full run, corpus of about 1.3 GB
+#   bench/run.sh                         # full run, corpus of about 1.5 GB
 #   BENCH_SCALE=0.05 bench/run.sh        # quick run
 #   BENCH_TOOLS=restic,borg bench/run.sh # a subset of the tools
 #
 # Installs restic, borgbackup and GNU time from Debian's packages if missing,
-# builds strata (release) if its binary is missing or older than the sources,
+# builds strata (release) if its binary is missing or older than the sources
+# (unless STRATA_BIN names a binary to use),
 # then runs bench/bench.py (see its header for all settings). Results are
 # written to $BENCH_DIR/results.{json,md}.
 set -euo pipefail
@@ -61,6 +62,7 @@ build_strata() {
 
 mkdir -p "$BENCH_DIR"
 install_deps
-if wants strata; then build_strata; fi
+# A binary given in STRATA_BIN is used as it is.
+if wants strata && [ -z "${STRATA_BIN:-}" ]; then build_strata; fi
 export BENCH_ENTRY="$0"
 exec python3 "$here/bench.py"
