@@ -18,6 +18,7 @@ use strata_core::ErrorKind;
 pub mod exit {
     pub const OK: u8 = 0;
     pub const FATAL: u8 = 1;
+    pub const USAGE: u8 = 2;
     pub const PARTIAL: u8 = 3;
     pub const NO_REPOSITORY: u8 = 10;
     pub const LOCKED: u8 = 11;
@@ -102,6 +103,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         Some(ErrorKind::RepositoryNotFound) => exit::NO_REPOSITORY,
         Some(ErrorKind::Locked) => exit::LOCKED,
         Some(ErrorKind::WrongPassword) => exit::WRONG_PASSWORD,
+        Some(ErrorKind::InvalidInput) => exit::USAGE,
         _ => exit::FATAL,
     }
 }

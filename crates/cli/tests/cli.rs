@@ -413,10 +413,15 @@ fn snapshot_selection_by_time_host_and_tag() {
         .args(["dump", "latest", "/data/a.txt", "--before", "2025-01-01"])
         .assert()
         .code(1);
+    // a malformed selector is a usage error
     env.cmd()
         .args(["dump", "nonsense!", "/data/a.txt"])
         .assert()
-        .code(1);
+        .code(2);
+    env.cmd()
+        .args(["dump", "latest", "/data/a.txt", "--before", "last week"])
+        .assert()
+        .code(2);
 }
 
 #[test]
@@ -467,8 +472,10 @@ fn unreadable_file_gives_a_partial_snapshot_and_exit_3() {
     let src = env.path("data");
     sample_tree(&src);
     write(&src.join("secret"), b"no access");
+    write(&src.join("closed/inside"), b"no access either");
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(src.join("closed"), fs::Permissions::from_mode(0o000)).unwrap();
     let mut backup = env.cmd();
     if nix::unistd::geteuid().is_root() {
         // Root reads everything: run the backup as nobody instead.
@@ -480,7 +487,7 @@ fn unreadable_file_gives_a_partial_snapshot_and_exit_3() {
             fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
         }
         for entry in walk_all(&src) {
-            if entry != src.join("secret") {
+            if entry != src.join("secret") && !entry.starts_with(src.join("closed")) {
                 let mode = if entry.is_dir() { 0o755 } else { 0o644 };
                 fs::set_permissions(&entry, fs::Permissions::from_mode(mode)).unwrap();
             }
@@ -506,9 +513,13 @@ fn unreadable_file_gives_a_partial_snapshot_and_exit_3() {
         stderr.contains("secret"),
         "the unreadable path is named: {stderr}"
     );
+    assert!(
+        stderr.contains("closed"),
+        "the unreadable directory is named: {stderr}"
+    );
     let summary = last_json(&out.stdout);
     assert_eq!(summary["partial"], true);
-    assert_eq!(summary["summary"]["errors"], 1);
+    assert_eq!(summary["summary"]["errors"], 2);
     let snaps = env.snapshots();
     assert_eq!(snaps[0]["partial"], true);
     let target = env.path("out");
@@ -519,6 +530,8 @@ fn unreadable_file_gives_a_partial_snapshot_and_exit_3() {
         .success();
     assert_eq!(fs::read(target.join("data/a.txt")).unwrap(), b"alpha\n");
     assert!(!target.join("data/secret").exists());
+    // An unlistable directory is left out, not stored as an empty one.
+    assert!(!target.join("data/closed").exists());
 }
 
 fn walk_all(root: &Path) -> Vec<PathBuf> {
@@ -667,4 +680,85 @@ fn bad_input_is_refused_clearly() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no snapshot"));
+}
+
+#[test]
+fn overwrite_never_leaves_skipped_paths_and_what_is_behind_them_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    env.backup(&[src.to_str().unwrap()]);
+    // The target's `data` is a symlink to a directory outside the target.
+    let outside = env.path("outside");
+    write(&outside.join("a.txt"), b"precious\n");
+    fs::set_permissions(outside.join("a.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o700)).unwrap();
+    let before = fs::metadata(outside.join("a.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let target = env.path("target");
+    fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("data")).unwrap();
+
+    env.cmd()
+        .args(["restore", "latest", "--overwrite", "never", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert!(fs::symlink_metadata(target.join("data"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let meta = fs::metadata(outside.join("a.txt")).unwrap();
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "mode of a file behind a skipped symlink changed"
+    );
+    assert_eq!(meta.modified().unwrap(), before);
+    assert_eq!(fs::read(outside.join("a.txt")).unwrap(), b"precious\n");
+    assert_eq!(
+        fs::metadata(&outside).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert!(!outside.join("sub").exists());
+}
+
+#[test]
+fn a_snapshot_file_put_in_place_of_another_is_detected() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    env.backup(&[src.to_str().unwrap()]);
+    write(&src.join("a.txt"), b"newer\n");
+    env.backup(&[src.to_str().unwrap()]);
+    let snaps = env.snapshots();
+    let (old, new) = (
+        snaps[0]["id"].as_str().unwrap(),
+        snaps[1]["id"].as_str().unwrap(),
+    );
+    // Storage rolls the newer snapshot back to the older one's contents.
+    fs::copy(
+        env.repo().join("snapshots").join(old),
+        env.repo().join("snapshots").join(new),
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .args(["dump", &new[..8], "/data/a.txt"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("replaced"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env.cmd().args(["check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(new));
 }

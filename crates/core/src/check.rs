@@ -144,7 +144,10 @@ fn read_header(repo: &Repository, name: &str, size: u64) -> Result<Vec<pack::Pac
 
 fn check_snapshots(repo: &Repository, report: &mut CheckReport) -> Result<()> {
     let (snaps, bad) = repo.snapshots()?;
-    report.errors.extend(bad.into_iter().map(|e| e.to_string()));
+    report.errors.extend(
+        bad.into_iter()
+            .map(|(name, e)| format!("snapshot {name}: {e}")),
+    );
     report.snapshots = snaps.len();
     let mut seen_trees = HashSet::new();
     let mut missing_reported = HashSet::new();

@@ -49,8 +49,18 @@ pub fn latest_matching(
 /// Resolve a selector: `latest`, or a unique prefix of a snapshot id.
 /// `latest` honours every field of `filter`; an id prefix is exact.
 pub fn find(repo: &Repository, selector: &str, filter: &Filter) -> Result<(Id, Snapshot)> {
-    let (snaps, _) = repo.snapshots()?;
-    find_in(snaps, selector, filter)
+    let (snaps, bad) = repo.snapshots()?;
+    let found = find_in(snaps, selector, filter);
+    if let Err(e) = &found {
+        // An id prefix that names only a damaged snapshot: say why it is unusable.
+        let prefix = selector.to_ascii_lowercase();
+        if e.kind() == ErrorKind::Missing && selector != "latest" {
+            if let Some((_, err)) = bad.into_iter().find(|(name, _)| name.starts_with(&prefix)) {
+                return Err(err);
+            }
+        }
+    }
+    found
 }
 
 pub fn find_in(

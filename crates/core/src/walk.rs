@@ -152,7 +152,12 @@ pub fn sparse_extents(file: &File, meta: &Metadata) -> Option<Vec<Extent>> {
         // SAFETY: lseek on a valid, open descriptor has no memory effects.
         let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
         if data < 0 {
-            break; // ENXIO: no more data after pos
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+                break; // no more data after pos: the rest is a hole
+            }
+            // SAFETY: as above.
+            unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
+            return None; // cannot tell holes apart: read it as dense
         }
         // SAFETY: as above.
         let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };

@@ -147,9 +147,9 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let done = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
         s.spawn(|| show_progress(&progress, &done, global));
-        let r = backup::run(&repo, &opts, &progress);
-        done.store(true, Ordering::Relaxed);
-        r
+        // Stops the progress thread however the backup ends, panics included.
+        let _stop = StopOnDrop(&done);
+        backup::run(&repo, &opts, &progress)
     });
     let (id, snap) = result?;
     print_summary(global, &id, &snap);
@@ -202,6 +202,14 @@ fn options(args: &Args) -> Result<BackupOptions> {
         force: args.force,
         threads: args.threads,
     })
+}
+
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A spinner on a terminal, JSON status lines with --json, else nothing.

@@ -32,8 +32,8 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let repo = repo::open(global)?;
     let filter = args.filter.filter()?;
     let (snaps, bad) = repo.snapshots()?;
-    for e in &bad {
-        eprintln!("warning: {e}");
+    for (name, e) in &bad {
+        eprintln!("warning: snapshot {name}: {e}");
     }
     let snaps: Vec<_> = snaps
         .into_iter()

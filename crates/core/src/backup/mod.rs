@@ -127,8 +127,21 @@ pub fn run(
             s: t.as_second() - 1,
             ns: t.subsec_nanosecond().max(0) as u32,
         });
+    // A damaged parent costs speed, not the backup: go on without it.
     let parent_tree = match &parent {
-        Some((_, snap)) => Some(repo.load_tree(&snap.tree)?),
+        Some((id, snap)) => match repo.load_tree(&snap.tree) {
+            Ok(tree) => Some(tree),
+            Err(e) => {
+                progress.warning(
+                    Path::new("/"),
+                    &format!(
+                        "parent snapshot {} is unreadable ({e}); reading every file",
+                        id.short()
+                    ),
+                );
+                None
+            }
+        },
         None => None,
     };
     let saver = BlobSaver::new(repo.clone());
@@ -346,10 +359,15 @@ impl Walker<'_> {
                     Some(id) => self.saver.repo().load_tree(&id).ok(),
                     None => None,
                 };
-                node.subtree = Some(self.save_dir(path, meta.dev(), parent_tree.as_ref())?);
-                self.summary.dirs += 1;
-                self.progress.dir_done(path);
-                nodes.push(node);
+                // A directory that cannot be listed is left out (and the
+                // snapshot is partial) rather than stored as empty, which a
+                // mirror restore with --delete would take at its word.
+                if let Some(subtree) = self.save_dir(path, meta.dev(), parent_tree.as_ref())? {
+                    node.subtree = Some(subtree);
+                    self.summary.dirs += 1;
+                    self.progress.dir_done(path);
+                    nodes.push(node);
+                }
             }
             _ => {
                 self.summary.other_nodes += 1;
@@ -359,7 +377,8 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn save_dir(&mut self, path: &Path, dev: u64, parent: Option<&Tree>) -> Result<Id> {
+    /// Save a directory's tree; `None` if it cannot be listed.
+    fn save_dir(&mut self, path: &Path, dev: u64, parent: Option<&Tree>) -> Result<Option<Id>> {
         let mut nodes = Vec::new();
         let mut pending = Vec::new();
         if !self.excluder.excludes_dir_contents(path) {
@@ -376,7 +395,10 @@ impl Walker<'_> {
                         }
                     }
                 }
-                Err(e) => self.fail(path, &format!("cannot list directory: {e}")),
+                Err(e) => {
+                    self.fail(path, &format!("cannot list directory: {e}"));
+                    return Ok(None);
+                }
             }
             entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
             for (name, meta) in entries {
@@ -397,7 +419,7 @@ impl Walker<'_> {
             }
         }
         self.collect(pending, &mut nodes)?;
-        self.save_tree(nodes)
+        self.save_tree(nodes).map(Some)
     }
 
     fn collect(&mut self, pending: Pending, nodes: &mut Vec<Node>) -> Result<()> {

@@ -71,12 +71,12 @@ pub(crate) fn acquire(
             return Err(Error::new(
                 ErrorKind::Locked,
                 format!(
-                    "repository is locked {} by PID {} on {} since {} (lock {}); if that process is gone, run `strata unlock`",
+                    "repository is locked {} by PID {} on {} since {}; if that process is gone, delete the lock object locks/{}",
                     if theirs.exclusive { "exclusively" } else { "" },
                     theirs.pid,
                     theirs.hostname,
                     theirs.time,
-                    &other.name[..8.min(other.name.len())]
+                    other.name
                 ),
             ));
         }

@@ -6,7 +6,6 @@ pub mod lock;
 pub use index::{BlobLocation, Index};
 pub use lock::{LockGuard, LockInfo};
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use crate::crypto::{KdfParams, MasterKey};
@@ -21,8 +20,9 @@ use crate::format::{ad, decode_payload_sized, from_cbor, open_object, seal_objec
 use crate::id::Id;
 use crate::storage::{ObjectKind, Storage};
 
-/// Snapshots that loaded (oldest first), and errors for those that did not.
-pub type SnapshotList = (Vec<(Id, Snapshot)>, Vec<Error>);
+/// Snapshots that loaded (oldest first), and the names and errors of those
+/// that did not.
+pub type SnapshotList = (Vec<(Id, Snapshot)>, Vec<(String, Error)>);
 
 /// An open repository: the storage, the master key and the config.
 /// The index is loaded on demand with [`Repository::load_index`].
@@ -89,9 +89,8 @@ impl Repository {
                 ),
             ));
         }
-        let key = unwrap_any_key(storage.as_ref(), password)?;
         let sealed = storage.read(ObjectKind::Config, "config")?;
-        let config: Config = open_object(&key, ad::CONFIG, &sealed, "config")?;
+        let (key, config) = unwrap_any_key(storage.as_ref(), password, &sealed)?;
         if config.version != VERSION {
             return Err(Error::new(
                 ErrorKind::UnsupportedVersion,
@@ -136,6 +135,7 @@ impl Repository {
 
     pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
         let sealed = self.storage.read(ObjectKind::Index, name)?;
+        check_name(&sealed, name, "index")?;
         open_object(&self.key, ad::INDEX, &sealed, &format!("index {name}"))
     }
 
@@ -180,6 +180,7 @@ impl Repository {
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
         let name = id.to_hex();
         let sealed = self.storage.read(ObjectKind::Snapshot, &name)?;
+        check_name(&sealed, &name, "snapshot")?;
         open_object(
             &self.key,
             ad::SNAPSHOT,
@@ -197,7 +198,7 @@ impl Repository {
             let loaded = Id::from_hex(&info.name).and_then(|id| Ok((id, self.load_snapshot(&id)?)));
             match loaded {
                 Ok(s) => good.push(s),
-                Err(e) => bad.push(e.context(format!("snapshot {}", info.name))),
+                Err(e) => bad.push((info.name.clone(), e)),
             }
         }
         good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
@@ -290,27 +291,52 @@ impl Repository {
     }
 }
 
-fn unwrap_any_key(storage: &dyn Storage, password: &[u8]) -> Result<MasterKey> {
-    let keys = storage.list(ObjectKind::Key)?;
-    let mut tried: HashMap<String, ()> = HashMap::new();
-    for info in keys {
+/// Objects are named by the hash of their bytes: a mismatch means damage
+/// or an object put in another's place.
+fn check_name(sealed: &[u8], name: &str, what: &str) -> Result<()> {
+    if Id::of_object(sealed).to_hex() != name {
+        return Err(Error::corrupted(format!(
+            "{what} {name}: contents do not match the name (damaged or replaced)"
+        )));
+    }
+    Ok(())
+}
+
+/// Find a key file that opens with `password` and whose master key opens
+/// the config. A damaged key file, or one left by an interrupted `init`
+/// that wraps another master key, is skipped rather than fatal.
+fn unwrap_any_key(
+    storage: &dyn Storage,
+    password: &[u8],
+    config: &[u8],
+) -> Result<(MasterKey, Config)> {
+    let mut tried = 0;
+    let mut last_error = None;
+    for info in storage.list(ObjectKind::Key)? {
         let data = storage.read(ObjectKind::Key, &info.name)?;
-        let Ok(keyfile) = KeyFile::from_json(&data) else {
-            tracing::warn!("key file {} is damaged; skipped", info.name);
-            continue;
-        };
-        tried.insert(info.name, ());
-        match keyfile.unwrap_key(password) {
-            Ok(key) => return Ok(key),
+        let key = KeyFile::from_json(&data).and_then(|k| k.unwrap_key(password));
+        tried += 1;
+        match key.and_then(|key| {
+            Ok((
+                key.clone(),
+                open_object(&key, ad::CONFIG, config, "config")?,
+            ))
+        }) {
+            Ok(found) => return Ok(found),
             Err(e) if e.kind() == ErrorKind::WrongPassword => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                tracing::warn!("key file {}: {e}; trying the others", info.name);
+                last_error = Some(e);
+            }
         }
+    }
+    if let Some(e) = last_error {
+        return Err(e);
     }
     Err(Error::new(
         ErrorKind::WrongPassword,
         format!(
-            "wrong password: none of the {} key(s) of {} opens with it",
-            tried.len(),
+            "wrong password: none of the {tried} key(s) of {} opens with it",
             storage.location()
         ),
     ))

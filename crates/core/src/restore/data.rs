@@ -24,7 +24,7 @@ use crate::walk::ExtentReader;
 /// Blobs further apart than this in a pack are read separately.
 const MAX_GAP: u64 = 1 << 20;
 /// The largest single read: bounds memory per worker.
-const MAX_RUN: u64 = 8 << 20;
+const MAX_RUN: u64 = 4 << 20;
 
 struct Need {
     id: Id,
@@ -36,10 +36,11 @@ struct Need {
 pub(super) fn fill_files(
     repo: &Arc<Repository>,
     jobs: &[FileJob],
+    nodes: &[&Node],
     threads: usize,
     progress: &dyn RestoreProgress,
 ) -> Result<u64> {
-    let packs = plan(repo, jobs)?;
+    let packs = plan(repo, jobs, nodes)?;
     let threads = if threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
     } else {
@@ -58,7 +59,7 @@ pub(super) fn fill_files(
                 if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
                     break;
                 }
-                match restore_pack(repo, pack, needs, jobs, progress) {
+                match restore_pack(repo, pack, needs, jobs, nodes, progress) {
                     Ok(n) => {
                         written.fetch_add(n, Ordering::Relaxed);
                     }
@@ -77,12 +78,13 @@ pub(super) fn fill_files(
     }
 }
 
-fn plan(repo: &Repository, jobs: &[FileJob]) -> Result<Vec<(Id, Vec<Need>)>> {
+fn plan(repo: &Repository, jobs: &[FileJob], nodes: &[&Node]) -> Result<Vec<(Id, Vec<Need>)>> {
     let index = repo.index();
     let mut by_pack: HashMap<Id, HashMap<Id, Need>> = HashMap::new();
     for (j, job) in jobs.iter().enumerate() {
         let mut offset = 0u64;
-        for id in job.node.content.iter().flatten() {
+        let node = nodes[job.entry];
+        for id in node.content.iter().flatten().filter(|_| job.write) {
             let loc = *index.get(id).ok_or_else(|| {
                 Error::missing(format!(
                     "blob {id} of {} is missing from the repository (run `strata check`)",
@@ -120,6 +122,7 @@ fn restore_pack(
     pack: &Id,
     needs: &[Need],
     jobs: &[FileJob],
+    nodes: &[&Node],
     progress: &dyn RestoreProgress,
 ) -> Result<u64> {
     let name = pack.to_hex();
@@ -151,8 +154,13 @@ fn restore_pack(
                 let path = &jobs[job].path;
                 let file = super::fsops::open_for_write(path)
                     .map_err(|e| Error::io(path, "cannot open", e))?;
-                write_stream(&file, jobs[job].node.extents.as_deref(), offset, &plain)
-                    .map_err(|e| Error::io(path, "cannot write", e))?;
+                write_stream(
+                    &file,
+                    nodes[jobs[job].entry].extents.as_deref(),
+                    offset,
+                    &plain,
+                )
+                .map_err(|e| Error::io(path, "cannot write", e))?;
                 written += plain.len() as u64;
                 progress.bytes_written(plain.len() as u64);
             }
@@ -222,13 +230,15 @@ pub(super) fn same_content(repo: &Repository, path: &Path, node: &Node) -> bool 
 pub(super) fn verify(
     repo: &Repository,
     jobs: &[FileJob],
+    nodes: &[&Node],
     summary: &mut RestoreSummary,
     progress: &dyn RestoreProgress,
 ) {
     for job in jobs {
-        let meta_ok = std::fs::metadata(&job.path).is_ok_and(|m| m.len() == job.node.size);
-        let ids = content_ids(repo, &job.path, job.node.extents.as_deref());
-        let want = job.node.content.as_ref().filter(|c| !c.is_empty());
+        let node = nodes[job.entry];
+        let meta_ok = std::fs::metadata(&job.path).is_ok_and(|m| m.len() == node.size);
+        let ids = content_ids(repo, &job.path, node.extents.as_deref());
+        let want = node.content.as_ref().filter(|c| !c.is_empty());
         let ok = meta_ok && want.is_none_or(|w| ids.as_ref() == Some(w));
         if ok {
             summary.verified += 1;

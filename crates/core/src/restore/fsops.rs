@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::format::tree::{Node, NodeKind, Time};
@@ -100,6 +100,21 @@ pub fn set_times(path: &Path, atime: Time, mtime: Time) -> io::Result<()> {
     })
 }
 
+/// chmod that refuses to act through a symlink (should one have been put
+/// in place of what restore created).
+fn chmod_nofollow(path: &Path, mode: u32) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: valid NUL-terminated path for the duration of the call.
+    check(unsafe {
+        libc::fchmodat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            mode as libc::mode_t,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+}
+
 /// One metadata field that could not be restored.
 pub struct FieldFailure {
     pub field: &'static str,
@@ -128,10 +143,7 @@ pub fn apply_metadata(path: &Path, node: &Node, try_owner: bool) -> Vec<FieldFai
         fail("xattr", xattr::set(path, name, &x.value));
     }
     if node.kind != NodeKind::Symlink {
-        fail(
-            "mode",
-            fs::set_permissions(path, fs::Permissions::from_mode(node.mode)),
-        );
+        fail("mode", chmod_nofollow(path, node.mode));
     }
     fail("times", set_times(path, node.atime, node.mtime));
     failures

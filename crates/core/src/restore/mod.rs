@@ -110,14 +110,15 @@ pub fn run(
         summary: RestoreSummary::default(),
         root_owner: nix::unistd::geteuid().is_root(),
     };
-    let jobs = state.create_entries(&entries)?;
-    state.summary.bytes_written += data::fill_files(repo, &jobs, opts.threads, progress)?;
+    let (jobs, created) = state.create_entries(&entries)?;
+    let nodes: Vec<&Node> = entries.iter().map(|e| &e.node).collect();
+    state.summary.bytes_written += data::fill_files(repo, &jobs, &nodes, opts.threads, progress)?;
     // Verify before metadata: reading may touch atimes, and the metadata
     // step sets them last.
     if opts.verify {
-        data::verify(repo, &jobs, &mut state.summary, progress);
+        data::verify(repo, &jobs, &nodes, &mut state.summary, progress);
     }
-    state.finish_metadata(&entries, &jobs);
+    state.finish_metadata(&entries, &created);
     Ok(state.summary)
 }
 
@@ -134,7 +135,13 @@ fn resolve_subpath(
         .filter(|p| !p.is_empty())
         .collect();
     if parts.is_empty() {
-        return Ok((repo.load_tree(&tree)?.nodes, PathBuf::from("/")));
+        let nodes = repo.load_tree(&tree)?.nodes;
+        if !nodes.windows(2).all(|w| w[0].name < w[1].name) {
+            return Err(Error::corrupted(
+                "refusing to restore: the snapshot's root tree has duplicate or unsorted names",
+            ));
+        }
+        return Ok((nodes, PathBuf::from("/")));
     }
     let sub = crate::format::display_bytes(subpath.unwrap_or_default());
     let node = repo
@@ -172,9 +179,20 @@ fn collect(
         Some(id) if node.is_dir() => Some(repo.load_tree(&id)?),
         _ => None,
     };
-    let children = subtree
+    let children: Option<HashSet<Vec<u8>>> = subtree
         .as_ref()
         .map(|t| t.nodes.iter().map(|n| n.name.clone()).collect());
+    if let (Some(t), Some(c)) = (&subtree, &children) {
+        // Names must be unique and sorted: a second entry of the same name
+        // could replace a directory by a symlink after files were created in it.
+        let sorted = t.nodes.windows(2).all(|w| w[0].name < w[1].name);
+        if c.len() != t.nodes.len() || !sorted {
+            return Err(Error::corrupted(format!(
+                "refusing to restore {}: its tree has duplicate or unsorted names",
+                snap_path.display()
+            )));
+        }
+    }
     let selected = filter.included(&snap_path, node.is_dir());
     out.push(Entry {
         rel: rel.clone(),
@@ -259,10 +277,13 @@ impl PathFilter {
     }
 }
 
-/// A regular file whose data must be written.
+/// A regular file restore created or kept.
 pub(crate) struct FileJob {
     pub path: PathBuf,
-    pub node: Node,
+    /// Index of its entry in the plan.
+    pub entry: usize,
+    /// Whether its data must be written (false: an identical file was kept).
+    pub write: bool,
 }
 
 struct Restorer<'a> {
@@ -280,70 +301,86 @@ impl Restorer<'_> {
     }
 
     /// Create directories, links and special files; create (empty, sized)
-    /// the regular files that need data and return them as jobs.
-    fn create_entries(&mut self, entries: &[Entry]) -> Result<Vec<FileJob>> {
+    /// the regular files that need data and return them as jobs. Also
+    /// returns, per entry, whether restore created it (or kept an identical
+    /// file): metadata is applied to those entries only, never to something
+    /// it left alone or that lies under a directory it skipped.
+    fn create_entries(&mut self, entries: &[Entry]) -> Result<(Vec<FileJob>, Vec<bool>)> {
         let mut jobs = Vec::new();
+        let mut created = vec![false; entries.len()];
         let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
         let mut skipped_dirs: Vec<PathBuf> = Vec::new();
-        for e in entries {
+        for (i, e) in entries.iter().enumerate() {
             if skipped_dirs.iter().any(|d| e.rel.starts_with(d)) {
                 continue;
             }
             let path = self.opts.target.join(&e.rel);
             let existing = path.symlink_metadata().ok();
-            match e.node.kind {
+            let link_key = (e.node.device, e.node.inode);
+            created[i] = match e.node.kind {
                 NodeKind::Dir => {
                     if !self.ensure_dir(&path, existing.as_ref())? {
                         skipped_dirs.push(e.rel.clone());
                         continue;
                     }
                     self.summary.dirs += 1;
-                    if self.opts.delete {
-                        if let Some(children) = &e.children {
-                            self.delete_extra(&path, children);
-                        }
+                    if let Some(children) = e.children.as_ref().filter(|_| self.opts.delete) {
+                        self.delete_extra(&path, children);
                     }
+                    true
                 }
-                _ if e.node.links > 1 && links.contains_key(&(e.node.device, e.node.inode)) => {
+                _ if e.node.links > 1 && links.contains_key(&link_key) => {
                     // Another name of an inode restored already (files,
                     // symlinks, fifos and devices can all be hard-linked).
-                    let first = &links[&(e.node.device, e.node.inode)];
-                    if self.replace(&path, existing.as_ref()) {
-                        std::fs::hard_link(first, &path)
+                    let linked = self.replace(&path, existing.as_ref());
+                    if linked {
+                        std::fs::hard_link(&links[&link_key], &path)
                             .map_err(|err| Error::io(&path, "cannot create hard link", err))?;
                         self.summary.others += 1;
                     }
+                    linked
                 }
-                NodeKind::File => {
-                    if let Some(job) = self.prepare_file(&path, &e.node, existing.as_ref())? {
-                        jobs.push(job);
+                NodeKind::File => match self.prepare_file(&path, &e.node, existing.as_ref())? {
+                    Some(write) => {
+                        jobs.push(FileJob {
+                            path: path.clone(),
+                            entry: i,
+                            write,
+                        });
+                        true
                     }
-                }
+                    None => false,
+                },
                 NodeKind::Symlink => {
-                    if self.replace(&path, existing.as_ref()) {
-                        let target = e.node.target.clone().unwrap_or_default();
-                        fsops::create_symlink(&path, &target)
+                    let make = self.replace(&path, existing.as_ref());
+                    if make {
+                        let target = e.node.target.as_deref().unwrap_or_default();
+                        fsops::create_symlink(&path, target)
                             .map_err(|err| Error::io(&path, "cannot create symlink", err))?;
                         self.summary.others += 1;
                     }
+                    make
                 }
                 NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
-                    if self.replace(&path, existing.as_ref()) {
-                        match fsops::create_special(&path, &e.node) {
-                            Ok(()) => self.summary.others += 1,
+                    self.replace(&path, existing.as_ref())
+                        && match fsops::create_special(&path, &e.node) {
+                            Ok(()) => {
+                                self.summary.others += 1;
+                                true
+                            }
                             Err(err) => {
-                                self.warn(&path, &format!("cannot create special file: {err}"))
+                                self.warn(&path, &format!("cannot create special file: {err}"));
+                                false
                             }
                         }
-                    }
                 }
-                NodeKind::Socket => {}
-            }
-            if e.node.kind != NodeKind::Dir && e.node.links > 1 {
-                links.entry((e.node.device, e.node.inode)).or_insert(path);
+                NodeKind::Socket => false,
+            };
+            if created[i] && e.node.kind != NodeKind::Dir && e.node.links > 1 {
+                links.entry(link_key).or_insert(path);
             }
         }
-        Ok(jobs)
+        Ok((jobs, created))
     }
 
     /// Make `path` a real directory. Returns false if it must be skipped.
@@ -381,12 +418,15 @@ impl Restorer<'_> {
         }
     }
 
+    /// Decide what to do with a regular file: `Some(true)` to write its
+    /// data into a fresh file, `Some(false)` if an identical file is kept,
+    /// `None` if it is left alone.
     fn prepare_file(
         &mut self,
         path: &Path,
         node: &Node,
         existing: Option<&std::fs::Metadata>,
-    ) -> Result<Option<FileJob>> {
+    ) -> Result<Option<bool>> {
         if let Some(m) = existing {
             let unchanged = m.is_file()
                 && self.opts.overwrite == Overwrite::IfChanged
@@ -394,13 +434,7 @@ impl Restorer<'_> {
                 && data::same_content(self.repo, path, node);
             if unchanged {
                 self.summary.files_unchanged += 1;
-                return Ok(Some(FileJob {
-                    path: path.to_path_buf(),
-                    node: Node {
-                        content: Some(Vec::new()),
-                        ..node.clone()
-                    },
-                }));
+                return Ok(Some(false));
             }
             if !self.replace(path, existing) {
                 return Ok(None);
@@ -409,10 +443,7 @@ impl Restorer<'_> {
         fsops::create_file(path, node.size)
             .map_err(|e| Error::io(path, "cannot create file", e))?;
         self.summary.files += 1;
-        Ok(Some(FileJob {
-            path: path.to_path_buf(),
-            node: node.clone(),
-        }))
+        Ok(Some(true))
     }
 
     fn delete_extra(&mut self, dir: &Path, keep: &HashSet<Vec<u8>>) {
@@ -430,28 +461,23 @@ impl Restorer<'_> {
         }
     }
 
-    /// Set metadata: files and other entries first, directories last and
-    /// deepest first, so writing into a directory does not change its times.
-    fn finish_metadata(&mut self, entries: &[Entry], jobs: &[FileJob]) {
-        let written: HashSet<&Path> = jobs.iter().map(|j| j.path.as_path()).collect();
-        for e in entries.iter().filter(|e| !e.node.is_dir()) {
-            let path = self.opts.target.join(&e.rel);
-            if e.node.kind == NodeKind::File
-                && !written.contains(path.as_path())
-                && e.node.links <= 1
-            {
-                continue; // skipped
-            }
-            if e.node.kind == NodeKind::Socket {
-                continue;
-            }
-            self.apply(&path, &e.node);
+    /// Set metadata on what restore created: files and other entries first,
+    /// directories last and deepest first, so writing into a directory does
+    /// not change its times.
+    fn finish_metadata(&mut self, entries: &[Entry], created: &[bool]) {
+        let made = || {
+            entries
+                .iter()
+                .zip(created)
+                .filter(|(_, c)| **c)
+                .map(|(e, _)| e)
+        };
+        for e in made().filter(|e| !e.node.is_dir()) {
+            self.apply(&self.opts.target.join(&e.rel), &e.node);
         }
-        for e in entries.iter().rev().filter(|e| e.node.is_dir()) {
-            let path = self.opts.target.join(&e.rel);
-            if path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-                self.apply(&path, &e.node);
-            }
+        let dirs: Vec<&Entry> = made().filter(|e| e.node.is_dir()).collect();
+        for e in dirs.into_iter().rev() {
+            self.apply(&self.opts.target.join(&e.rel), &e.node);
         }
     }
 

@@ -217,11 +217,14 @@ fn write_durably(tmp: &Path, data: &[u8]) -> Result<()> {
 
 fn list_dir(dir: &Path, kind: ObjectKind, out: &mut Vec<ObjectInfo>) -> Result<()> {
     if kind == ObjectKind::Config {
-        if let Ok(meta) = fs::metadata(dir.join("config")) {
-            out.push(ObjectInfo {
+        let path = dir.join("config");
+        match fs::metadata(&path) {
+            Ok(meta) => out.push(ObjectInfo {
                 name: "config".into(),
                 size: meta.len(),
-            });
+            }),
+            Err(e) if e.kind() == IoKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, "cannot access", e)),
         }
         return Ok(());
     }

@@ -63,7 +63,10 @@ impl ObjectKind {
     pub fn path_of(self, name: &str) -> String {
         match self {
             ObjectKind::Config => name.to_string(),
-            ObjectKind::Pack if name.len() >= 2 => format!("data/{}/{name}", &name[..2]),
+            ObjectKind::Pack => match name.get(..2) {
+                Some(prefix) => format!("data/{prefix}/{name}"),
+                None => format!("data/{name}"),
+            },
             _ => format!("{}/{name}", self.dir()),
         }
     }
