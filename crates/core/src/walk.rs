@@ -75,7 +75,40 @@ pub fn node_from_metadata(
     meta: &Metadata,
     names: &mut NameCache,
 ) -> Result<Node> {
+    node_reusing(path, name, meta, names, None)
+}
+
+/// Like [`node_from_metadata`], but when `same` is the node of this very
+/// inode from the parent snapshot with an unchanged ctime (which every
+/// change of xattrs or of a link target updates), its xattrs and symlink
+/// target are taken over instead of being read again.
+pub fn node_reusing(
+    path: &Path,
+    name: &[u8],
+    meta: &Metadata,
+    names: &mut NameCache,
+    same: Option<&Node>,
+) -> Result<Node> {
     let kind = kind_of(meta);
+    let same = same.filter(|p| {
+        p.kind == kind
+            && p.inode == meta.ino()
+            && p.ctime
+                == (Time {
+                    s: meta.ctime(),
+                    ns: meta.ctime_nsec() as u32,
+                })
+            && p.mtime
+                == (Time {
+                    s: meta.mtime(),
+                    ns: meta.mtime_nsec() as u32,
+                })
+    });
+    if let Some(p) = same {
+        let mut node = p.clone();
+        fill_from_metadata(&mut node, name, meta, names);
+        return Ok(node);
+    }
     let target = if kind == NodeKind::Symlink {
         let t = std::fs::read_link(path).map_err(|e| Error::io(path, "cannot read link", e))?;
         Some(t.as_os_str().as_bytes().to_vec())
@@ -118,6 +151,40 @@ pub fn node_from_metadata(
         subtree: None,
         xattrs: read_xattrs(path),
     })
+}
+
+/// Refresh everything `lstat` tells into a node taken from the parent
+/// snapshot; content, xattrs and link target are kept.
+fn fill_from_metadata(node: &mut Node, name: &[u8], meta: &Metadata, names: &mut NameCache) {
+    node.name = name.to_vec();
+    node.mode = meta.mode() & 0o7777;
+    node.uid = meta.uid();
+    node.gid = meta.gid();
+    node.user = names.user(meta.uid());
+    node.group = names.group(meta.gid());
+    node.size = if node.kind == NodeKind::File {
+        meta.size()
+    } else {
+        0
+    };
+    node.mtime = Time {
+        s: meta.mtime(),
+        ns: meta.mtime_nsec() as u32,
+    };
+    node.atime = Time {
+        s: meta.atime(),
+        ns: meta.atime_nsec() as u32,
+    };
+    node.ctime = Time {
+        s: meta.ctime(),
+        ns: meta.ctime_nsec() as u32,
+    };
+    node.device = meta.dev();
+    node.links = meta.nlink();
+    node.rdev = matches!(node.kind, NodeKind::Chardev | NodeKind::Blockdev).then(|| meta.rdev());
+    node.content = None;
+    node.extents = None;
+    node.subtree = None;
 }
 
 /// All extended attributes readable on `path` (not following symlinks).

@@ -31,7 +31,7 @@ use crate::id::Id;
 use crate::packer::BlobSaver;
 use crate::repository::Repository;
 use crate::select;
-use crate::walk::{node_from_metadata, ExcludeOptions, Excluder, NameCache};
+use crate::walk::{node_reusing, ExcludeOptions, Excluder, NameCache};
 
 pub use file::{open_for_reading, FileError, FileOutcome};
 
@@ -88,6 +88,8 @@ type Pending = Vec<(PathBuf, Receiver<FileReply>)>;
 
 struct Job {
     path: PathBuf,
+    /// Opened by the walker, which asked the kernel to start reading it.
+    file: std::io::Result<std::fs::File>,
     node: Node,
     reply: Sender<FileReply>,
 }
@@ -145,6 +147,8 @@ pub fn run(
         None => None,
     };
     let saver = BlobSaver::new(repo.clone());
+    // One reader per core: the walker opens files and asks the kernel to
+    // read ahead, so workers rarely wait for the disk (docs/benchmarks.md).
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
@@ -162,6 +166,7 @@ pub fn run(
                     let outcome = file::save_file(
                         saver,
                         chunker,
+                        job.file,
                         &job.path,
                         job.node.clone(),
                         &mut buf,
@@ -319,7 +324,11 @@ impl Walker<'_> {
         if self.excluder.excludes(path, &meta) {
             return Ok(());
         }
-        let mut node = match node_from_metadata(path, name, &meta, &mut self.names) {
+        // Xattrs and link targets of an inode whose ctime has not moved are
+        // taken from the parent (with the same trust rule as contents).
+        let same =
+            parent.filter(|p| !self.force && self.trusted_before.is_none_or(|t| p.ctime < t));
+        let mut node = match node_reusing(path, name, &meta, &mut self.names, same) {
             Ok(n) => n,
             Err(e) => {
                 self.fail(path, &e.to_string());
@@ -345,6 +354,7 @@ impl Walker<'_> {
                     let (tx, rx) = bounded(1);
                     let job = Job {
                         path: path.to_path_buf(),
+                        file: file::open_and_prefetch(path, node.size),
                         node,
                         reply: tx,
                     };

@@ -36,7 +36,10 @@ impl Config {
                 seed: u64::from_le_bytes(random_bytes()),
                 min_size: 512 * 1024,
                 avg_size: 1024 * 1024,
-                max_size: 8 * 1024 * 1024,
+                // 4 MiB rather than restic's 8: only runs without cut
+                // points (zeros, repeats) reach it, and it bounds each
+                // worker's buffers.
+                max_size: 4 * 1024 * 1024,
             },
             pack_size: 16 * 1024 * 1024,
             compression: 3,
