@@ -78,6 +78,28 @@ impl MasterKey {
         }
     }
 
+    /// Authenticate and decrypt in place; returns the plaintext, which lies
+    /// inside `sealed` between the nonce and the tag.
+    pub fn open_in_place<'a>(&self, ad: &[u8], sealed: &'a mut [u8]) -> Result<&'a mut [u8]> {
+        if sealed.len() < OVERHEAD {
+            return Err(Error::corrupted(format!(
+                "sealed object is {} bytes, shorter than nonce and tag",
+                sealed.len()
+            )));
+        }
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        XChaCha20Poly1305::new((&self.encrypt).into())
+            .decrypt_in_place_detached(
+                XNonce::from_slice(nonce),
+                ad,
+                body,
+                chacha20poly1305::Tag::from_slice(tag),
+            )
+            .map_err(|_| Error::corrupted("authentication failed (object damaged or forged)"))?;
+        Ok(body)
+    }
+
     pub fn open(&self, ad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
         open_with(&self.encrypt, ad, sealed)
     }
@@ -201,6 +223,14 @@ mod tests {
         key.seal_in_place(b"strata data", &mut buf);
         assert_eq!(buf.len(), 8 + OVERHEAD);
         assert_eq!(key.open(b"strata data", &buf).unwrap(), b"in place");
+        let mut copy = buf.clone();
+        assert_eq!(
+            key.open_in_place(b"strata data", &mut copy).unwrap(),
+            b"in place"
+        );
+        let mut bad = buf.clone();
+        bad[30] ^= 1;
+        assert!(key.open_in_place(b"strata data", &mut bad).is_err());
     }
 
     #[test]

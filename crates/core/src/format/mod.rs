@@ -154,6 +154,36 @@ pub fn decode_payload_sized(payload: Vec<u8>, size: usize) -> Result<Vec<u8>> {
     decode_payload(payload)
 }
 
+/// Decode a payload of known plaintext `size` into the reusable `out`.
+pub fn decode_payload_into(payload: &[u8], size: usize, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    match payload.first() {
+        Some(&STORED) => out.extend_from_slice(&payload[1..]),
+        Some(&ZSTD) => {
+            out.reserve(size);
+            let n = DECOMPRESSOR.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                if slot.is_none() {
+                    *slot = zstd::bulk::Decompressor::new().ok();
+                }
+                slot.as_mut()?.decompress_to_buffer(&payload[1..], out).ok()
+            });
+            if n != Some(size) {
+                return Err(Error::corrupted(
+                    "zstd data is damaged or has the wrong size",
+                ));
+            }
+        }
+        Some(other) => {
+            return Err(Error::corrupted(format!(
+                "unknown payload encoding {other}"
+            )))
+        }
+        None => return Err(Error::corrupted("empty payload")),
+    }
+    Ok(())
+}
+
 /// Decode what [`encode_payload`] produced.
 pub fn decode_payload(mut payload: Vec<u8>) -> Result<Vec<u8>> {
     match payload.first() {

@@ -270,6 +270,28 @@ impl Repository {
         Ok(found)
     }
 
+    /// Like [`Repository::open_blob`] without allocating: decrypts `sealed`
+    /// in place and decodes into the reusable `out`.
+    pub fn open_blob_into(
+        &self,
+        id: &Id,
+        kind: BlobKind,
+        sealed: &mut [u8],
+        raw_length: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let payload = self
+            .key
+            .open_in_place(kind.ad(), sealed)
+            .map_err(|e| e.context(format!("blob {id}")))?;
+        crate::format::decode_payload_into(payload, raw_length as usize, out)
+            .map_err(|e| e.context(format!("blob {id}")))?;
+        if self.key.blob_id(out) != *id {
+            return Err(Error::corrupted(format!("blob {id} does not match its id")));
+        }
+        Ok(())
+    }
+
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
         let data = self.read_blob(id)?;
         from_cbor(&data, &format!("tree {id}"))

@@ -42,7 +42,7 @@ pub(super) fn fill_files(
 ) -> Result<u64> {
     let packs = plan(repo, jobs, nodes)?;
     let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
+        std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
         threads
     };
@@ -127,6 +127,8 @@ fn restore_pack(
 ) -> Result<u64> {
     let name = pack.to_hex();
     let mut written = 0u64;
+    // One plaintext buffer per pack, reused for every blob in it.
+    let mut plain = Vec::new();
     let mut i = 0;
     while i < needs.len() {
         let start = u64::from(needs[i].loc.offset);
@@ -141,15 +143,20 @@ fn restore_pack(
             end = end.max(e);
             j += 1;
         }
-        let run = repo
+        let mut run = repo
             .storage()
             .read_range(ObjectKind::Pack, &name, start, end - start)?;
         for need in &needs[i..j] {
             let from = (u64::from(need.loc.offset) - start) as usize;
-            let sealed = &run[from..from + need.loc.length as usize];
-            let plain = repo
-                .open_blob(&need.id, need.loc.kind, sealed, need.loc.raw_length)
-                .map_err(|e| e.context(format!("pack {name}")))?;
+            let sealed = &mut run[from..from + need.loc.length as usize];
+            repo.open_blob_into(
+                &need.id,
+                need.loc.kind,
+                sealed,
+                need.loc.raw_length,
+                &mut plain,
+            )
+            .map_err(|e| e.context(format!("pack {name}")))?;
             for &(job, offset) in &need.targets {
                 let path = &jobs[job].path;
                 let file = super::fsops::open_for_write(path)

@@ -94,7 +94,7 @@ pub fn run(
 ) -> Result<RestoreSummary> {
     let _lock = repo.lock(false)?;
     repo.load_index()?;
-    let filter = PathFilter::new(&opts.include, &opts.exclude)?;
+    let filter = PathFilter::new(&opts.include, &opts.exclude, opts.delete)?;
     let (roots, start) = resolve_subpath(repo, tree, opts.subpath.as_deref())?;
     let mut entries = Vec::new();
     for node in roots {
@@ -156,12 +156,15 @@ fn resolve_subpath(
 
 fn collect(
     repo: &Repository,
-    node: Node,
+    mut node: Node,
     rel_parent: PathBuf,
     snap_parent: &Path,
     filter: &PathFilter,
     out: &mut Vec<Entry>,
 ) -> Result<()> {
+    // Owners are restored by number; the names only cost memory here.
+    node.user = None;
+    node.group = None;
     if !Node::valid_name(&node.name) {
         return Err(Error::corrupted(format!(
             "refusing to restore an entry named {:?} in {}: such a name could write outside the target",
@@ -179,20 +182,22 @@ fn collect(
         Some(id) if node.is_dir() => Some(repo.load_tree(&id)?),
         _ => None,
     };
-    let children: Option<HashSet<Vec<u8>>> = subtree
-        .as_ref()
-        .map(|t| t.nodes.iter().map(|n| n.name.clone()).collect());
-    if let (Some(t), Some(c)) = (&subtree, &children) {
-        // Names must be unique and sorted: a second entry of the same name
-        // could replace a directory by a symlink after files were created in it.
-        let sorted = t.nodes.windows(2).all(|w| w[0].name < w[1].name);
-        if c.len() != t.nodes.len() || !sorted {
+    if let Some(t) = &subtree {
+        // Names must be strictly increasing, so unique: a second entry of the
+        // same name could replace a directory by a symlink after files were
+        // created in it.
+        if !t.nodes.windows(2).all(|w| w[0].name < w[1].name) {
             return Err(Error::corrupted(format!(
                 "refusing to restore {}: its tree has duplicate or unsorted names",
                 snap_path.display()
             )));
         }
     }
+    // Only --delete needs the names of a directory's children.
+    let children = subtree
+        .as_ref()
+        .filter(|_| filter.delete)
+        .map(|t| t.nodes.iter().map(|n| n.name.clone()).collect());
     let selected = filter.included(&snap_path, node.is_dir());
     out.push(Entry {
         rel: rel.clone(),
@@ -211,6 +216,8 @@ fn collect(
 struct PathFilter {
     include: Option<Gitignore>,
     exclude: Option<Gitignore>,
+    /// Whether children lists are kept for --delete.
+    delete: bool,
 }
 
 fn patterns(lines: &[String]) -> Result<Option<Gitignore>> {
@@ -228,10 +235,11 @@ fn patterns(lines: &[String]) -> Result<Option<Gitignore>> {
 }
 
 impl PathFilter {
-    fn new(include: &[String], exclude: &[String]) -> Result<PathFilter> {
+    fn new(include: &[String], exclude: &[String], delete: bool) -> Result<PathFilter> {
         Ok(PathFilter {
             include: patterns(include)?,
             exclude: patterns(exclude)?,
+            delete,
         })
     }
 
