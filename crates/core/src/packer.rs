@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use std::cell::RefCell;
 
 use crate::crypto::NONCE_LEN;
@@ -47,14 +47,28 @@ pub struct Saved {
 }
 
 /// Saves blobs into a repository, shared by many threads.
+///
+/// Full packs are handed to finisher threads, which append the header and
+/// make the pack durable (fsync and rename, or the upload of remote
+/// storage), so the threads that read and compress never wait for that.
 pub struct BlobSaver {
     repo: Arc<Repository>,
     /// Blobs added by this saver (the repository index holds the rest).
     seen: Mutex<HashSet<Id>>,
     data: Mutex<OpenPack>,
     tree: Mutex<OpenPack>,
-    written: Mutex<Vec<IndexPack>>,
+    written: Arc<Mutex<Vec<IndexPack>>>,
+    finishers: Mutex<Option<Finishers>>,
+    failure: Arc<Mutex<Option<Error>>>,
 }
+
+struct Finishers {
+    queue: crossbeam_channel::Sender<OpenPack>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Packs being finished at once: fsyncs of one overlap the next one's data.
+const FINISHERS: usize = 2;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -62,12 +76,34 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl BlobSaver {
     pub fn new(repo: Arc<Repository>) -> BlobSaver {
+        let written: Arc<Mutex<Vec<IndexPack>>> = Arc::default();
+        let failure: Arc<Mutex<Option<Error>>> = Arc::default();
+        let (queue, rx) = crossbeam_channel::bounded::<OpenPack>(FINISHERS);
+        let threads = (0..FINISHERS)
+            .map(|_| {
+                let (rx, repo, written, failure) =
+                    (rx.clone(), repo.clone(), written.clone(), failure.clone());
+                std::thread::spawn(move || {
+                    for open in rx {
+                        match finish_pack(&repo, open) {
+                            Ok(Some(pack)) => lock(&written).push(pack),
+                            Ok(None) => {}
+                            Err(e) => {
+                                lock(&failure).get_or_insert(e);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
         BlobSaver {
             repo,
             seen: Mutex::default(),
             data: Mutex::default(),
             tree: Mutex::default(),
-            written: Mutex::default(),
+            written,
+            finishers: Mutex::new(Some(Finishers { queue, threads })),
+            failure,
         }
     }
 
@@ -148,32 +184,49 @@ impl BlobSaver {
     }
 
     /// Append the header, name the pack by its hash and make it visible.
-    fn write_pack(&self, mut open: OpenPack) -> Result<()> {
-        let Some(mut writer) = open.writer.take().filter(|_| !open.entries.is_empty()) else {
-            return Ok(());
-        };
-        let trailer = pack::trailer(self.repo.key(), &open.entries);
-        writer.write_all(&trailer)?;
-        open.hasher.update(&trailer);
-        let id = Id(*open.hasher.finalize().as_bytes());
-        writer.finish(&id.to_hex())?;
-        let blobs = open.entries.iter().map(IndexBlob::from).collect();
-        lock(&self.written).push(IndexPack { id, blobs });
-        Ok(())
+    /// Hand a full pack to the finishers; reports an earlier finisher failure.
+    fn write_pack(&self, open: OpenPack) -> Result<()> {
+        self.check_failure()?;
+        let finishers = lock(&self.finishers);
+        let queue = &finishers
+            .as_ref()
+            .ok_or_else(|| Error::invalid("blob saver already finished"))?
+            .queue;
+        queue
+            .send(open)
+            .map_err(|_| Error::invalid("pack finisher threads stopped"))
     }
 
-    /// Write the partly filled packs.
+    fn check_failure(&self) -> Result<()> {
+        match lock(&self.failure).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Write the partly filled packs and wait until every pack is stored.
+    /// The saver accepts no more blobs afterwards.
     pub fn flush(&self) -> Result<()> {
         for kind in [BlobKind::Data, BlobKind::Tree] {
             let open = std::mem::take(&mut *lock(self.open_pack(kind)));
             self.write_pack(open)?;
         }
-        Ok(())
+        self.stop_finishers();
+        self.check_failure()
     }
 
-    /// Flush, then write one index file for every pack written so far and
-    /// add it to the repository's in-memory index. Returns the index id, or
-    /// `None` when nothing was written.
+    fn stop_finishers(&self) {
+        if let Some(f) = lock(&self.finishers).take() {
+            drop(f.queue);
+            for t in f.threads {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// Flush, then write one index file for every pack written and add it
+    /// to the repository's in-memory index. Returns the index id, or `None`
+    /// when nothing was written. The saver is done afterwards.
     pub fn finish(&self) -> Result<Option<Id>> {
         self.flush()?;
         let packs = std::mem::take(&mut *lock(&self.written));
@@ -189,4 +242,25 @@ impl BlobSaver {
         lock(&self.seen).clear();
         Ok(Some(id))
     }
+}
+
+impl Drop for BlobSaver {
+    fn drop(&mut self) {
+        // Do not leave finisher threads writing after an aborted backup.
+        self.stop_finishers();
+    }
+}
+
+/// Append the header, name the pack by its hash and make it durable.
+fn finish_pack(repo: &Repository, mut open: OpenPack) -> Result<Option<IndexPack>> {
+    let Some(mut writer) = open.writer.take().filter(|_| !open.entries.is_empty()) else {
+        return Ok(None);
+    };
+    let trailer = pack::trailer(repo.key(), &open.entries);
+    writer.write_all(&trailer)?;
+    open.hasher.update(&trailer);
+    let id = Id(*open.hasher.finalize().as_bytes());
+    writer.finish(&id.to_hex())?;
+    let blobs = open.entries.iter().map(IndexBlob::from).collect();
+    Ok(Some(IndexPack { id, blobs }))
 }

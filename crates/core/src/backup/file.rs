@@ -44,7 +44,7 @@ pub enum FileError {
 
 /// How much of a file the walker asks the kernel to read ahead while the
 /// file waits in the queue for a worker.
-const PREFETCH: u64 = 2 << 20;
+const PREFETCH: u64 = 64 << 20;
 
 /// Open a file for a worker and start reading its beginning in the
 /// background, so that workers find data in the page cache instead of

@@ -81,6 +81,11 @@ pub trait Progress: Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
+/// Files queued for the workers, each already opened and being read ahead
+/// by the kernel: deep enough that the workers stay busy while the walker
+/// waits for the disk to stat a directory, small enough to bound open files.
+const QUEUE: usize = 64;
+
 /// The reply of a worker: the file's node (with content) or why it failed.
 type FileReply = (Node, Result<FileOutcome, FileError>);
 /// Files handed to workers and not yet collected, with their paths.
@@ -154,7 +159,7 @@ pub fn run(
     } else {
         opts.threads
     };
-    let (jobs_tx, jobs_rx) = bounded::<Job>(threads * 4);
+    let (jobs_tx, jobs_rx) = bounded::<Job>(QUEUE);
     let chunker = crate::chunker::Chunker::new(&repo.config().chunker);
     let (tree_id, mut summary) = std::thread::scope(|scope| -> Result<(Id, Summary)> {
         for _ in 0..threads {
