@@ -11,6 +11,7 @@
 //! before the index file that lists it, and the index before the snapshot.
 
 mod file;
+mod prefetch;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -86,6 +87,10 @@ impl Progress for NoProgress {}
 /// waits for the disk to stat a directory, small enough to bound open files.
 const QUEUE: usize = 64;
 
+/// Threads stat'ing ahead of the walker (see `prefetch.rs`): enough to keep
+/// several metadata reads in flight on a cold cache.
+const PREFETCHERS: usize = 2;
+
 /// The reply of a worker: the file's node (with content) or why it failed.
 type FileReply = (Node, Result<FileOutcome, FileError>);
 /// Files handed to workers and not yet collected, with their paths.
@@ -101,7 +106,7 @@ struct Job {
 
 struct Walker<'a> {
     saver: &'a BlobSaver,
-    excluder: Excluder,
+    excluder: &'a Excluder,
     progress: &'a dyn Progress,
     jobs: Sender<Job>,
     names: NameCache,
@@ -161,7 +166,22 @@ pub fn run(
     };
     let (jobs_tx, jobs_rx) = bounded::<Job>(QUEUE);
     let chunker = crate::chunker::Chunker::new(&repo.config().chunker);
+    let excluder = Excluder::new(opts.excludes.clone())?;
+    let walk_done = std::sync::atomic::AtomicBool::new(false);
+    let dirs: Vec<PathBuf> = roots
+        .iter()
+        .map(|(p, _)| p.clone())
+        .filter(|p| p.symlink_metadata().is_ok_and(|m| m.is_dir()))
+        .collect();
+    let prefetch = prefetch::Prefetch::new(dirs, &walk_done, &excluder);
     let (tree_id, mut summary) = std::thread::scope(|scope| -> Result<(Id, Summary)> {
+        // Only when a parent lets most files go unread: then the walk is the
+        // backup. Without one, workers keep both cores busy on their own.
+        if parent_tree.is_some() {
+            for _ in 0..PREFETCHERS {
+                scope.spawn(|| prefetch.run());
+            }
+        }
         for _ in 0..threads {
             let rx: Receiver<Job> = jobs_rx.clone();
             let (saver, chunker) = (&saver, &chunker);
@@ -184,7 +204,7 @@ pub fn run(
         drop(jobs_rx);
         let mut walker = Walker {
             saver: &saver,
-            excluder: Excluder::new(opts.excludes.clone())?,
+            excluder: &excluder,
             progress,
             jobs: jobs_tx,
             names: NameCache::default(),
@@ -193,6 +213,7 @@ pub fn run(
             trusted_before,
         };
         let tree_id = walker.save_roots(&roots, parent_tree.as_ref());
+        walk_done.store(true, std::sync::atomic::Ordering::Relaxed);
         drop(walker.jobs); // lets the workers finish
         Ok((tree_id?, walker.summary))
     })?;
@@ -371,13 +392,13 @@ impl Walker<'_> {
             }
             NodeKind::Dir => {
                 let parent_tree = match parent.and_then(|p| p.subtree) {
-                    Some(id) => self.saver.repo().load_tree(&id).ok(),
+                    Some(id) => self.saver.repo().load_tree(&id).ok().map(|t| (id, t)),
                     None => None,
                 };
                 // A directory that cannot be listed is left out (and the
                 // snapshot is partial) rather than stored as empty, which a
                 // mirror restore with --delete would take at its word.
-                if let Some(subtree) = self.save_dir(path, meta.dev(), parent_tree.as_ref())? {
+                if let Some(subtree) = self.save_dir(path, meta.dev(), parent_tree)? {
                     node.subtree = Some(subtree);
                     self.summary.dirs += 1;
                     self.progress.dir_done(path);
@@ -393,7 +414,13 @@ impl Walker<'_> {
     }
 
     /// Save a directory's tree; `None` if it cannot be listed.
-    fn save_dir(&mut self, path: &Path, dev: u64, parent: Option<&Tree>) -> Result<Option<Id>> {
+    fn save_dir(
+        &mut self,
+        path: &Path,
+        dev: u64,
+        parent_tree: Option<(Id, Tree)>,
+    ) -> Result<Option<Id>> {
+        let parent = parent_tree.as_ref().map(|(_, t)| t);
         let mut nodes = Vec::new();
         let mut pending = Vec::new();
         if !self.excluder.excludes_dir_contents(path) {
@@ -434,6 +461,14 @@ impl Walker<'_> {
             }
         }
         self.collect(pending, &mut nodes)?;
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        // An unchanged directory is its parent's tree, already stored and
+        // verified on load: no need to encode, hash and look it up again.
+        if let Some((id, tree)) = &parent_tree {
+            if tree.nodes == nodes && self.saver.known(id) {
+                return Ok(Some(*id));
+            }
+        }
         self.save_tree(nodes).map(Some)
     }
 
