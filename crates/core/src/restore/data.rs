@@ -42,7 +42,9 @@ pub(super) fn fill_files(
 ) -> Result<u64> {
     let packs = plan(repo, jobs, nodes)?;
     let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
+        // One more reader than cores: while one waits for a read or write,
+        // the others decrypt (docs/benchmarks.md).
+        std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
     } else {
         threads
     };
