@@ -762,3 +762,54 @@ fn a_snapshot_file_put_in_place_of_another_is_detected() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(new));
 }
+
+#[test]
+fn restore_as_an_ordinary_user_warns_about_owners_and_restores_the_rest() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to create files of other owners and to switch to nobody");
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    fs::set_permissions(src.join("a.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(src.join("sub/b.txt"), Some(1234), Some(5678)).unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    // nobody may read the repository and take a lock in it
+    for p in [env.dir.path().to_path_buf(), env.home()]
+        .into_iter()
+        .chain(walk_all(&env.repo()))
+    {
+        let mode = if p.is_dir() { 0o777 } else { 0o644 };
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let target = env.path("as-nobody");
+    use std::os::unix::process::CommandExt;
+    let mut std_cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"));
+    std_cmd.uid(65534).gid(65534);
+    let out = Command::from_std(std_cmd)
+        .env_clear()
+        .env("HOME", env.home())
+        .env("STRATA_PASSWORD", "test-password")
+        .env("STRATA_REPOSITORY", env.repo())
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("owner 1234:5678"),
+        "a warning names the owner that could not be set: {stderr}"
+    );
+    assert_eq!(tree_files(&src), tree_files(&target.join("data")));
+    let (a, b) = (
+        fs::metadata(src.join("a.txt")).unwrap(),
+        fs::metadata(target.join("data/a.txt")).unwrap(),
+    );
+    assert_eq!(b.mode() & 0o7777, 0o640);
+    assert_eq!((b.mtime(), b.mtime_nsec()), (a.mtime(), a.mtime_nsec()));
+    assert_eq!(b.uid(), 65534, "files belong to the user who restored them");
+}
