@@ -121,6 +121,19 @@ pub fn path(p: &std::path::Path) -> String {
     strata_core::format::display_bytes(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))
 }
 
+/// Report an error or warning about a path on stderr: a JSON object with
+/// `--json`, else `kind: path: message`.
+pub fn report(json: bool, kind: &str, path: &std::path::Path, message: &str) {
+    if json {
+        eprintln!(
+            "{}",
+            serde_json::json!({"message_type": kind, "path": self::path(path), kind: message})
+        );
+    } else {
+        eprintln!("{kind}: {}: {message}", self::path(path));
+    }
+}
+
 /// Print one JSON value on its own line.
 pub fn json_line(value: &serde_json::Value) {
     println!("{value}");

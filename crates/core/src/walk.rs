@@ -91,70 +91,65 @@ pub fn node_reusing(
 ) -> Result<Node> {
     let kind = kind_of(meta);
     let same = same.filter(|p| {
-        p.kind == kind
-            && p.inode == meta.ino()
-            && p.ctime
-                == (Time {
-                    s: meta.ctime(),
-                    ns: meta.ctime_nsec() as u32,
-                })
-            && p.mtime
-                == (Time {
-                    s: meta.mtime(),
-                    ns: meta.mtime_nsec() as u32,
-                })
+        p.kind == kind && p.inode == meta.ino() && p.ctime == ctime(meta) && p.mtime == mtime(meta)
     });
-    if let Some(p) = same {
-        let mut node = p.clone();
-        fill_from_metadata(&mut node, name, meta, names);
-        return Ok(node);
-    }
-    let target = if kind == NodeKind::Symlink {
-        let t = std::fs::read_link(path).map_err(|e| Error::io(path, "cannot read link", e))?;
-        Some(t.as_os_str().as_bytes().to_vec())
-    } else {
-        None
+    let mut node = match same {
+        Some(p) => p.clone(),
+        None => {
+            let target = match kind {
+                NodeKind::Symlink => {
+                    let t = std::fs::read_link(path)
+                        .map_err(|e| Error::io(path, "cannot read link", e))?;
+                    Some(t.as_os_str().as_bytes().to_vec())
+                }
+                _ => None,
+            };
+            Node {
+                name: Vec::new(),
+                kind,
+                mode: 0,
+                uid: 0,
+                gid: 0,
+                user: None,
+                group: None,
+                size: 0,
+                mtime: Time::default(),
+                atime: Time::default(),
+                ctime: Time::default(),
+                inode: meta.ino(),
+                device: 0,
+                links: 0,
+                rdev: None,
+                target,
+                content: None,
+                extents: None,
+                subtree: None,
+                xattrs: read_xattrs(path),
+            }
+        }
     };
-    let rdev = matches!(kind, NodeKind::Chardev | NodeKind::Blockdev).then(|| meta.rdev());
-    Ok(Node {
-        name: name.to_vec(),
-        kind,
-        mode: meta.mode() & 0o7777,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        user: names.user(meta.uid()),
-        group: names.group(meta.gid()),
-        size: if kind == NodeKind::File {
-            meta.size()
-        } else {
-            0
-        },
-        mtime: Time {
-            s: meta.mtime(),
-            ns: meta.mtime_nsec() as u32,
-        },
-        atime: Time {
-            s: meta.atime(),
-            ns: meta.atime_nsec() as u32,
-        },
-        ctime: Time {
-            s: meta.ctime(),
-            ns: meta.ctime_nsec() as u32,
-        },
-        inode: meta.ino(),
-        device: meta.dev(),
-        links: meta.nlink(),
-        rdev,
-        target,
-        content: None,
-        extents: None,
-        subtree: None,
-        xattrs: read_xattrs(path),
-    })
+    fill_from_metadata(&mut node, name, meta, names);
+    Ok(node)
 }
 
-/// Refresh everything `lstat` tells into a node taken from the parent
-/// snapshot; content, xattrs and link target are kept.
+/// A file's modification time as stored in nodes.
+pub fn mtime(meta: &Metadata) -> Time {
+    Time {
+        s: meta.mtime(),
+        ns: meta.mtime_nsec() as u32,
+    }
+}
+
+/// A file's change time as stored in nodes.
+pub fn ctime(meta: &Metadata) -> Time {
+    Time {
+        s: meta.ctime(),
+        ns: meta.ctime_nsec() as u32,
+    }
+}
+
+/// Refresh everything `lstat` tells into a node; content, xattrs and link
+/// target are left as they are (the caller read them or kept them).
 fn fill_from_metadata(node: &mut Node, name: &[u8], meta: &Metadata, names: &mut NameCache) {
     node.name = name.to_vec();
     node.mode = meta.mode() & 0o7777;
@@ -167,18 +162,13 @@ fn fill_from_metadata(node: &mut Node, name: &[u8], meta: &Metadata, names: &mut
     } else {
         0
     };
-    node.mtime = Time {
-        s: meta.mtime(),
-        ns: meta.mtime_nsec() as u32,
-    };
+    node.mtime = mtime(meta);
     node.atime = Time {
         s: meta.atime(),
         ns: meta.atime_nsec() as u32,
     };
-    node.ctime = Time {
-        s: meta.ctime(),
-        ns: meta.ctime_nsec() as u32,
-    };
+    node.ctime = ctime(meta);
+    node.inode = meta.ino();
     node.device = meta.dev();
     node.links = meta.nlink();
     node.rdev = matches!(node.kind, NodeKind::Chardev | NodeKind::Blockdev).then(|| meta.rdev());

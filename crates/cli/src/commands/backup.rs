@@ -91,24 +91,12 @@ struct CliProgress {
 impl Progress for CliProgress {
     fn error(&self, path: &Path, message: &str) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        if self.json {
-            eprintln!(
-                "{}",
-                json!({"message_type": "error", "path": crate::output::path(path), "error": message})
-            );
-        } else {
-            eprintln!("error: {}: {message}", crate::output::path(path));
-        }
+        output::report(self.json, "error", path, message);
     }
 
     fn warning(&self, path: &Path, message: &str) {
-        if self.json {
-            eprintln!(
-                "{}",
-                json!({"message_type": "warning", "path": crate::output::path(path), "warning": message})
-            );
-        } else if !self.quiet {
-            eprintln!("warning: {}: {message}", crate::output::path(path));
+        if self.json || !self.quiet {
+            output::report(self.json, "warning", path, message);
         }
     }
 

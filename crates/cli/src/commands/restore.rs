@@ -53,14 +53,7 @@ struct Progress {
 impl RestoreProgress for Progress {
     fn warning(&self, path: &Path, message: &str) {
         self.warnings.fetch_add(1, Ordering::Relaxed);
-        if self.json {
-            eprintln!(
-                "{}",
-                json!({"message_type": "warning", "path": crate::output::path(path), "warning": message})
-            );
-        } else {
-            eprintln!("warning: {}: {message}", crate::output::path(path));
-        }
+        crate::output::report(self.json, "warning", path, message);
     }
 }
 

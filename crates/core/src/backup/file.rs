@@ -10,7 +10,7 @@ use super::Progress;
 use crate::chunker::{ChunkError, Chunker};
 use crate::error::Error;
 use crate::format::pack::BlobKind;
-use crate::format::tree::{Node, Time};
+use crate::format::tree::Node;
 use crate::packer::BlobSaver;
 use crate::walk::{sparse_extents, ExtentReader};
 
@@ -112,14 +112,8 @@ fn read_and_save(
         // Replaced or changed between the directory scan and open.
         node.inode = before.ino();
         node.size = before.size();
-        node.mtime = Time {
-            s: before.mtime(),
-            ns: before.mtime_nsec() as u32,
-        };
-        node.ctime = Time {
-            s: before.ctime(),
-            ns: before.ctime_nsec() as u32,
-        };
+        node.mtime = crate::walk::mtime(&before);
+        node.ctime = crate::walk::ctime(&before);
     }
     let extents = sparse_extents(&file, &before);
     let mut outcome = FileOutcome {
