@@ -776,6 +776,8 @@ fn restore_as_an_ordinary_user_warns_about_owners_and_restores_the_rest() {
     sample_tree(&src);
     fs::set_permissions(src.join("a.txt"), fs::Permissions::from_mode(0o640)).unwrap();
     std::os::unix::fs::chown(src.join("sub/b.txt"), Some(1234), Some(5678)).unwrap();
+    write(&src.join("ro/inner.txt"), b"inside a read-only directory\n");
+    fs::set_permissions(src.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
     env.backup(&[src.to_str().unwrap()]);
     // nobody may read the repository and take a lock in it
     for p in [env.dir.path().to_path_buf(), env.home()]
@@ -786,18 +788,21 @@ fn restore_as_an_ordinary_user_warns_about_owners_and_restores_the_rest() {
         fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
     }
     let target = env.path("as-nobody");
-    use std::os::unix::process::CommandExt;
-    let mut std_cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"));
-    std_cmd.uid(65534).gid(65534);
-    let out = Command::from_std(std_cmd)
-        .env_clear()
-        .env("HOME", env.home())
-        .env("STRATA_PASSWORD", "test-password")
-        .env("STRATA_REPOSITORY", env.repo())
-        .args(["restore", "latest", "--target"])
-        .arg(&target)
-        .output()
-        .unwrap();
+    let restore_as_nobody = || {
+        use std::os::unix::process::CommandExt;
+        let mut std_cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"));
+        std_cmd.uid(65534).gid(65534);
+        Command::from_std(std_cmd)
+            .env_clear()
+            .env("HOME", env.home())
+            .env("STRATA_PASSWORD", "test-password")
+            .env("STRATA_REPOSITORY", env.repo())
+            .args(["restore", "latest", "--target"])
+            .arg(&target)
+            .output()
+            .unwrap()
+    };
+    let out = restore_as_nobody();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
@@ -812,4 +817,20 @@ fn restore_as_an_ordinary_user_warns_about_owners_and_restores_the_rest() {
     assert_eq!(b.mode() & 0o7777, 0o640);
     assert_eq!((b.mtime(), b.mtime_nsec()), (a.mtime(), a.mtime_nsec()));
     assert_eq!(b.uid(), 65534, "files belong to the user who restored them");
+
+    // Restoring again over a changed file inside a read-only directory works.
+    let inner = target.join("data/ro/inner.txt");
+    fs::write(&inner, b"changed since\n").unwrap();
+    let out = restore_as_nobody();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(&inner).unwrap(), b"inside a read-only directory\n");
+    assert_eq!(
+        fs::metadata(target.join("data/ro")).unwrap().mode() & 0o777,
+        0o555
+    );
 }

@@ -93,7 +93,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
             "{}",
             json!({"message_type": "summary", "snapshot_id": id.to_hex(), "files": s.files, "files_unchanged": s.files_unchanged,
                    "dirs": s.dirs, "others": s.others, "bytes_written": s.bytes_written, "deleted": s.deleted,
-                   "warnings": s.warnings, "verified": s.verified, "verify_failures": s.verify_failures, "seconds": secs})
+                   "warnings": s.warnings, "failed": s.failed, "verified": s.verified, "verify_failures": s.verify_failures, "seconds": secs})
         );
     } else if !global.quiet {
         println!(
@@ -114,8 +114,16 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
             );
         }
     }
+    if s.failed > 0 && !global.quiet {
+        eprintln!(
+            "{} entries could not be restored (see the warnings above)",
+            s.failed
+        );
+    }
     Ok(if s.verify_failures > 0 {
         crate::exit::FATAL
+    } else if s.failed > 0 {
+        crate::exit::PARTIAL
     } else {
         crate::exit::OK
     })

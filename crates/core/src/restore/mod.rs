@@ -13,6 +13,7 @@ mod fsops;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -71,6 +72,8 @@ pub struct RestoreSummary {
     pub bytes_written: u64,
     pub deleted: u64,
     pub warnings: u64,
+    /// Entries that could not be created or replaced (reported as warnings).
+    pub failed: u64,
     pub verified: u64,
     pub verify_failures: u64,
 }
@@ -377,6 +380,7 @@ impl Restorer<'_> {
                                 true
                             }
                             Err(err) => {
+                                self.summary.failed += 1;
                                 self.warn(&path, &format!("cannot create special file: {err}"));
                                 false
                             }
@@ -394,7 +398,15 @@ impl Restorer<'_> {
     /// Make `path` a real directory. Returns false if it must be skipped.
     fn ensure_dir(&mut self, path: &Path, existing: Option<&std::fs::Metadata>) -> Result<bool> {
         match existing {
-            Some(m) if m.is_dir() => return Ok(true),
+            Some(m) if m.is_dir() => {
+                // A read-only directory left by an earlier restore: make it
+                // writable for us; its own mode is set again at the end.
+                if !self.root_owner && m.permissions().mode() & 0o300 != 0o300 {
+                    let mode = m.permissions().mode() | 0o700;
+                    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+                }
+                return Ok(true);
+            }
             Some(_) if self.opts.overwrite == Overwrite::Never => {
                 self.warn(
                     path,
@@ -420,6 +432,7 @@ impl Restorer<'_> {
         match fsops::remove_any(path) {
             Ok(()) => true,
             Err(e) => {
+                self.summary.failed += 1;
                 self.warn(path, &format!("cannot replace: {e}"));
                 false
             }
