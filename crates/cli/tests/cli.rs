@@ -834,3 +834,38 @@ fn restore_as_an_ordinary_user_warns_about_owners_and_restores_the_rest() {
         0o555
     );
 }
+
+#[test]
+fn concurrent_backups_into_one_repository_both_succeed() {
+    let env = Env::new();
+    env.init();
+    let (a, b) = (env.path("host-a/data"), env.path("host-b/data2"));
+    sample_tree(&a);
+    sample_tree(&b);
+    // the same big file on both: both backups may store its blobs at once
+    fs::copy(a.join("big.bin"), b.join("big.bin")).unwrap();
+    let spawn = |dir: &Path, host: &str| {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"));
+        c.env_clear()
+            .env("HOME", env.home())
+            .env("STRATA_PASSWORD", "test-password")
+            .env("STRATA_REPOSITORY", env.repo())
+            .args(["backup", "--host", host])
+            .arg(dir);
+        c.spawn().unwrap()
+    };
+    let (mut p1, mut p2) = (spawn(&a, "a"), spawn(&b, "b"));
+    assert!(p1.wait().unwrap().success());
+    assert!(p2.wait().unwrap().success());
+    assert_eq!(env.snapshots().len(), 2);
+    env.cmd().args(["check", "--read-data"]).assert().success();
+    for (host, dir, name) in [("a", &a, "data"), ("b", &b, "data2")] {
+        let target = env.path(&format!("restore-{host}"));
+        env.cmd()
+            .args(["restore", "latest", "--host", host, "--target"])
+            .arg(&target)
+            .assert()
+            .success();
+        assert_eq!(tree_files(dir), tree_files(&target.join(name)));
+    }
+}
