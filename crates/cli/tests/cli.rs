@@ -869,3 +869,87 @@ fn concurrent_backups_into_one_repository_both_succeed() {
         assert_eq!(tree_files(dir), tree_files(&target.join(name)));
     }
 }
+
+#[test]
+fn cat_and_long_listings_show_the_objects() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    env.backup(&[src.to_str().unwrap()]);
+    let json = |args: &[&str]| -> Value {
+        let out = env.cmd().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let config = json(&["cat", "config"]);
+    assert_eq!(config["version"], 1);
+    assert_eq!(config["chunker"]["avg_size"], 1 << 20);
+    let snap = json(&["cat", "snapshot", "latest"]);
+    let tree = json(&["cat", "tree", "latest"]);
+    assert_eq!(tree["nodes"][0]["name"], "data");
+    assert_eq!(snap["tree"], Value::String(tree_id_of(&env, "latest")));
+    let sub = json(&["cat", "tree", "latest:/data/sub"]);
+    let b = sub["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "b.txt")
+        .unwrap()
+        .clone();
+    let blob = b["content"][0].as_str().unwrap();
+    let out = env.cmd().args(["cat", "blob", blob]).output().unwrap();
+    assert_eq!(out.stdout, b"bravo\n");
+    let index_name = objects(&env.repo().join("index")).pop().unwrap();
+    let index = json(&[
+        "cat",
+        "index",
+        index_name.file_name().unwrap().to_str().unwrap(),
+    ]);
+    let listed: Vec<&str> = index["packs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["blobs"].as_array().unwrap())
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert!(listed.contains(&blob));
+
+    let out = env
+        .cmd()
+        .args(["ls", "-l", "latest", "/data/sub"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("-rw-") && l.ends_with("/data/sub/b.txt") && l.contains(" 6 ")),
+        "{text}"
+    );
+    let out = env.cmd().args(["ls", "--json", "latest"]).output().unwrap();
+    let entries: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let big = entries
+        .iter()
+        .find(|e| e["path"] == "/data/big.bin")
+        .unwrap();
+    assert_eq!(big["size"], 3 << 20);
+    assert_eq!(big["type"], "file");
+}
+
+fn tree_id_of(env: &Env, snap: &str) -> String {
+    let out = env.cmd().args(["snapshots", "--json"]).output().unwrap();
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(snap, "latest");
+    list.as_array().unwrap().last().unwrap()["tree"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
