@@ -5,7 +5,7 @@
 //!
 //! Layers, each knowing only the one below it:
 //! - [`storage`]: named immutable objects (local directory, memory, faults);
-//! - [`repository`] with [`format`] and [`crypto`]: keys, packs, index, snapshots;
+//! - [`repository`] with [`format`](mod@format) and [`crypto`]: keys, packs, index, snapshots;
 //! - [`backup`], [`restore`], [`check`]: the engines;
 //! - the `strata` command-line program (a separate crate) on top.
 //!

@@ -4,7 +4,7 @@
 //! name in the destination directory, fsync the file, rename it into place,
 //! then fsync the directory so the rename itself is durable. A crash leaves
 //! either no object or the complete one, plus perhaps a `.tmp-*` file that
-//! listing ignores. Background: https://lwn.net/Articles/457667/
+//! listing ignores. Background: <https://lwn.net/Articles/457667/>
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind as IoKind, Read, Seek, SeekFrom, Write};

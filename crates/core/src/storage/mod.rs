@@ -7,8 +7,8 @@
 //!
 //! Contract shared by every method:
 //! - All methods are safe to call concurrently from several threads.
-//! - A missing object is reported with [`ErrorKind::Missing`]; other
-//!   failures with [`ErrorKind::Io`]. Callers may retry `Io` failures of
+//! - A missing object is reported with [`ErrorKind::Missing`](crate::ErrorKind::Missing); other
+//!   failures with [`ErrorKind::Io`](crate::ErrorKind::Io). Callers may retry `Io` failures of
 //!   reads, lists and writes: every method is idempotent.
 
 mod fault;
