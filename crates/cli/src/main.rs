@@ -59,6 +59,8 @@ enum Command {
     Restore(commands::restore::Args),
     /// Verify the repository's structure and, optionally, all data.
     Check(commands::check::Args),
+    /// Show what changed between two snapshots.
+    Diff(commands::diff::Args),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Cat(a) => commands::cat::run(&cli.global, a),
         Command::Restore(a) => commands::restore::run(&cli.global, a),
         Command::Check(a) => commands::check::run(&cli.global, a),
+        Command::Diff(a) => commands::diff::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -953,3 +953,99 @@ fn tree_id_of(env: &Env, snap: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+#[test]
+fn diff_shows_added_removed_changed_and_metadata_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    write(&src.join("gone/one"), b"1111");
+    write(&src.join("gone/deeper/two"), b"22");
+    write(&src.join("morph"), b"a file first");
+    env.backup(&[src.to_str().unwrap()]);
+
+    write(&src.join("a.txt"), b"alpha, edited\n");
+    fs::set_permissions(src.join("sub/b.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_dir_all(src.join("gone")).unwrap();
+    fs::remove_file(src.join("morph")).unwrap();
+    fs::create_dir(src.join("morph")).unwrap();
+    write(&src.join("fresh.txt"), b"new\n");
+    env.backup(&[src.to_str().unwrap()]);
+
+    let snaps = env.snapshots();
+    let (old, new) = (
+        snaps[0]["short_id"].as_str().unwrap(),
+        snaps[1]["short_id"].as_str().unwrap(),
+    );
+    let out = env
+        .cmd()
+        .args(["diff", "--json", old, new])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let changes: Vec<(String, String)> = lines
+        .iter()
+        .filter(|l| l["message_type"] == "change")
+        .map(|l| {
+            (
+                l["modifier"].as_str().unwrap().to_string(),
+                l["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let has = |m: &str, p: &str| changes.contains(&(m.to_string(), p.to_string()));
+    assert!(has("M", "/data/a.txt"), "{changes:?}");
+    assert!(has("U", "/data/sub/b.txt"), "{changes:?}");
+    assert!(has("-", "/data/gone"), "{changes:?}");
+    assert!(
+        !changes.iter().any(|(_, p)| p.starts_with("/data/gone/")),
+        "a removed directory is listed once: {changes:?}"
+    );
+    assert!(has("T", "/data/morph"), "{changes:?}");
+    assert!(has("+", "/data/fresh.txt"), "{changes:?}");
+    assert!(
+        !changes.iter().any(|(_, p)| p == "/data/big.bin"),
+        "unchanged files are not listed"
+    );
+    let gone = lines.iter().find(|l| l["path"] == "/data/gone").unwrap();
+    assert_eq!(gone["files"], 2);
+    assert_eq!(gone["bytes"], 6);
+    let u = lines
+        .iter()
+        .find(|l| l["path"] == "/data/sub/b.txt")
+        .unwrap();
+    assert_eq!(u["metadata"], serde_json::json!(["mode"]));
+    let stats = lines.last().unwrap();
+    assert_eq!(stats["message_type"], "statistics");
+    assert_eq!(stats["added"], 1);
+    assert!(stats["bytes_removed"].as_u64().unwrap() >= 6 + 12);
+
+    // the same snapshot twice: nothing
+    let out = env
+        .cmd()
+        .args(["diff", "--json", new, new])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    // restricted to a path
+    let out = env
+        .cmd()
+        .args(["diff", old, new, "/data/sub"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("U    /data/sub/b.txt  (mode)"), "{text}");
+    assert!(!text.contains("a.txt"), "{text}");
+}

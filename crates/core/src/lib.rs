@@ -24,6 +24,7 @@ pub mod backup;
 pub mod check;
 pub mod chunker;
 pub mod crypto;
+pub mod diff;
 pub mod error;
 pub mod format;
 pub mod id;
