@@ -61,6 +61,8 @@ enum Command {
     Check(commands::check::Args),
     /// Show what changed between two snapshots.
     Diff(commands::diff::Args),
+    /// Remove snapshots by a retention policy or by id (data stays until prune).
+    Forget(commands::forget::Args),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
         Command::Restore(a) => commands::restore::run(&cli.global, a),
         Command::Check(a) => commands::check::run(&cli.global, a),
         Command::Diff(a) => commands::diff::run(&cli.global, a),
+        Command::Forget(a) => commands::forget::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1049,3 +1049,121 @@ fn diff_shows_added_removed_changed_and_metadata_only() {
     assert!(text.contains("U    /data/sub/b.txt  (mode)"), "{text}");
     assert!(!text.contains("a.txt"), "{text}");
 }
+
+#[test]
+fn forget_applies_a_retention_policy_and_shows_its_plan() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    for t in [
+        "2026-01-01T10:00:00Z",
+        "2026-01-01T20:00:00Z",
+        "2026-01-02T10:00:00Z",
+        "2026-01-03T10:00:00Z",
+        "2026-01-03T11:00:00Z",
+    ] {
+        env.backup(&["--time", t, src.to_str().unwrap()]);
+    }
+    let out = env
+        .cmd()
+        .env("TZ", "UTC")
+        .args([
+            "forget",
+            "--keep-daily",
+            "2",
+            "--keep-last",
+            "1",
+            "--dry-run",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keep: Vec<&str> = plan[0]["keep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["time"].as_str().unwrap())
+        .collect();
+    assert_eq!(keep, vec!["2026-01-03T11:00:00Z", "2026-01-02T10:00:00Z"]);
+    assert_eq!(
+        plan[0]["keep"][0]["reasons"],
+        serde_json::json!(["last 1", "daily 1"])
+    );
+    assert_eq!(plan[0]["remove"].as_array().unwrap().len(), 3);
+    assert_eq!(env.snapshots().len(), 5, "a dry run removes nothing");
+
+    env.cmd()
+        .env("TZ", "UTC")
+        .args(["forget", "--keep-daily", "2"])
+        .assert()
+        .success();
+    let left: Vec<String> = env
+        .snapshots()
+        .iter()
+        .map(|s| s["time"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left, vec!["2026-01-02T10:00:00Z", "2026-01-03T11:00:00Z"]);
+    // what is left still restores and checks
+    env.cmd().args(["check", "--read-data"]).assert().success();
+    // no policy at all is refused instead of forgetting everything
+    env.cmd().args(["forget"]).assert().code(2);
+    assert_eq!(env.snapshots().len(), 2);
+    // by id
+    let first = env.snapshots()[0]["short_id"].as_str().unwrap().to_string();
+    env.cmd().args(["forget", &first]).assert().success();
+    assert_eq!(env.snapshots().len(), 1);
+}
+
+#[test]
+fn a_lock_left_by_a_killed_backup_does_not_block_the_repository() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    write(&src.join("large.bin"), &pseudo_random(60 << 20, 9));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"));
+    child
+        .env_clear()
+        .env("HOME", env.home())
+        .env("STRATA_PASSWORD", "test-password")
+        .env("STRATA_REPOSITORY", env.repo())
+        .arg("backup")
+        .arg(&src);
+    let mut child = child.spawn().unwrap();
+    // wait until it holds its lock, then kill it
+    for _ in 0..200 {
+        if fs::read_dir(env.repo().join("locks"))
+            .unwrap()
+            .next()
+            .is_some()
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        fs::read_dir(env.repo().join("locks"))
+            .unwrap()
+            .next()
+            .is_some(),
+        "the killed backup left its lock"
+    );
+    // an exclusive command goes ahead: the lock's process is gone
+    env.cmd()
+        .args(["forget", "--keep-last", "1"])
+        .assert()
+        .success();
+    assert!(fs::read_dir(env.repo().join("locks"))
+        .unwrap()
+        .next()
+        .is_none());
+}

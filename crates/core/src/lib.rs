@@ -28,6 +28,7 @@ pub mod diff;
 pub mod error;
 pub mod format;
 pub mod id;
+pub mod maintenance;
 pub mod packer;
 pub mod repository;
 pub mod restore;

@@ -38,6 +38,16 @@ impl Drop for LockGuard {
     }
 }
 
+/// Whether a process with this id runs on this machine.
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks for existence and permission.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 pub(crate) fn acquire(
     storage: &Arc<dyn Storage>,
     key: &MasterKey,
@@ -67,6 +77,13 @@ pub(crate) fn acquire(
         let Ok(theirs) = open_object::<LockInfo>(key, ad::LOCK, &data, "lock") else {
             continue;
         };
+        if theirs.hostname == info.hostname && !process_alive(theirs.pid) {
+            // Left by a process of this host that no longer runs (killed,
+            // crashed): it holds nothing, so it is removed.
+            tracing::info!("removing stale lock {} of PID {}", other.name, theirs.pid);
+            let _ = storage.remove(ObjectKind::Lock, &other.name);
+            continue;
+        }
         if exclusive || theirs.exclusive {
             return Err(Error::new(
                 ErrorKind::Locked,

@@ -1,0 +1,4 @@
+//! Maintenance: deciding which snapshots to keep. Destructive steps are
+//! planned first, as values that can be printed and tested, then executed.
+
+pub mod forget;
