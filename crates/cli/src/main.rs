@@ -63,6 +63,8 @@ enum Command {
     Diff(commands::diff::Args),
     /// Remove snapshots by a retention policy or by id (data stays until prune).
     Forget(commands::forget::Args),
+    /// Manage the repository's keys (passwords).
+    Key(commands::key::Args),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
         Command::Check(a) => commands::check::run(&cli.global, a),
         Command::Diff(a) => commands::diff::run(&cli.global, a),
         Command::Forget(a) => commands::forget::run(&cli.global, a),
+        Command::Key(a) => commands::key::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1167,3 +1167,82 @@ fn a_lock_left_by_a_killed_backup_does_not_block_the_repository() {
         .next()
         .is_none());
 }
+
+#[test]
+fn keys_can_be_added_listed_removed_and_passwords_changed() {
+    let env = Env::new();
+    env.init();
+    let pw2 = env.path("pw2");
+    fs::write(&pw2, "second password\n").unwrap();
+    env.cmd()
+        .args(["key", "add", "--new-password-file"])
+        .arg(&pw2)
+        .assert()
+        .success();
+    let list = |password: &str| -> Vec<Value> {
+        let out = env
+            .cmd()
+            .env("STRATA_PASSWORD", password)
+            .args(["key", "list", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let keys = list("second password");
+    assert_eq!(keys.len(), 2);
+    let current: Vec<&Value> = keys.iter().filter(|k| k["current"] == true).collect();
+    assert_eq!(current.len(), 1);
+    let second = current[0]["id"].as_str().unwrap().to_string();
+    let first = keys.iter().find(|k| k["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // the key in use cannot be removed; another one can
+    env.cmd()
+        .env("STRATA_PASSWORD", "second password")
+        .args(["key", "remove", &second[..8]])
+        .assert()
+        .code(2);
+    env.cmd()
+        .env("STRATA_PASSWORD", "second password")
+        .args(["key", "remove", &first[..8]])
+        .assert()
+        .success();
+    env.cmd().args(["snapshots"]).assert().code(12); // the first password is gone
+                                                     // the last key cannot be removed either
+    env.cmd()
+        .env("STRATA_PASSWORD", "second password")
+        .args(["key", "remove", &second[..8]])
+        .assert()
+        .code(2);
+
+    let pw3 = env.path("pw3");
+    fs::write(&pw3, "third password\n").unwrap();
+    env.cmd()
+        .env("STRATA_PASSWORD", "second password")
+        .args(["key", "passwd", "--new-password-file"])
+        .arg(&pw3)
+        .assert()
+        .success();
+    env.cmd()
+        .env("STRATA_PASSWORD", "second password")
+        .args(["snapshots"])
+        .assert()
+        .code(12);
+    env.cmd()
+        .env("STRATA_PASSWORD", "third password")
+        .args(["snapshots"])
+        .assert()
+        .success();
+    assert_eq!(list("third password").len(), 1);
+}

@@ -29,6 +29,8 @@ pub type SnapshotList = (Vec<(Id, Snapshot)>, Vec<(String, Error)>);
 pub struct Repository {
     storage: Arc<dyn Storage>,
     key: MasterKey,
+    /// Name of the key file the password opened.
+    key_name: String,
     config: Config,
     index: RwLock<Index>,
 }
@@ -63,7 +65,8 @@ impl Repository {
         let key = MasterKey::random();
         let keyfile = KeyFile::wrap(&key, password, kdf, &crate::hostname(), &crate::username())?;
         let json = keyfile.to_json();
-        storage.write(ObjectKind::Key, &Id::of_object(&json).to_hex(), &json)?;
+        let key_name = Id::of_object(&json).to_hex();
+        storage.write(ObjectKind::Key, &key_name, &json)?;
         // The config is written last: its presence is what makes a repository.
         storage.write(
             ObjectKind::Config,
@@ -73,6 +76,7 @@ impl Repository {
         Ok(Repository {
             storage,
             key,
+            key_name,
             config,
             index: RwLock::default(),
         })
@@ -90,7 +94,7 @@ impl Repository {
             ));
         }
         let sealed = storage.read(ObjectKind::Config, "config")?;
-        let (key, config) = unwrap_any_key(storage.as_ref(), password, &sealed)?;
+        let (key, config, key_name) = unwrap_any_key(storage.as_ref(), password, &sealed)?;
         if config.version != VERSION {
             return Err(Error::new(
                 ErrorKind::UnsupportedVersion,
@@ -100,6 +104,7 @@ impl Repository {
         Ok(Repository {
             storage,
             key,
+            key_name,
             config,
             index: RwLock::default(),
         })
@@ -297,6 +302,63 @@ impl Repository {
         from_cbor(&data, &format!("tree {id}"))
     }
 
+    /// The name of the key file this repository was opened with.
+    pub fn key_name(&self) -> &str {
+        &self.key_name
+    }
+
+    /// Every key file, by name. Damaged ones are errors in the list.
+    pub fn keys(&self) -> Result<Vec<(String, Result<KeyFile>)>> {
+        let mut out = Vec::new();
+        for info in self.storage.list(ObjectKind::Key)? {
+            let key = self
+                .storage
+                .read(ObjectKind::Key, &info.name)
+                .and_then(|d| KeyFile::from_json(&d));
+            out.push((info.name, key));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Remove a key file (a unique prefix of its name is enough). The key in
+    /// use and the last key cannot be removed: the repository would be lost.
+    pub fn remove_key(&self, prefix: &str) -> Result<String> {
+        let names: Vec<String> = self.keys()?.into_iter().map(|(n, _)| n).collect();
+        let hits: Vec<&String> = names.iter().filter(|n| n.starts_with(prefix)).collect();
+        let name = match hits.as_slice() {
+            [one] => (*one).clone(),
+            [] => {
+                return Err(Error::invalid(format!(
+                    "no key has a name starting with {prefix}"
+                )))
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "several keys start with {prefix}; give more digits"
+                )))
+            }
+        };
+        if name == self.key_name {
+            return Err(Error::invalid("refusing to remove the key in use: open the repository with another password to remove this one"));
+        }
+        if names.len() < 2 {
+            return Err(Error::invalid(
+                "refusing to remove the last key: the repository could never be opened again",
+            ));
+        }
+        self.storage.remove(ObjectKind::Key, &name)?;
+        Ok(name)
+    }
+
+    /// Replace the key in use by one for a new password: the new key file
+    /// is written first, so a failure leaves the old password working.
+    pub fn change_password(&self, password: &[u8], kdf: KdfParams) -> Result<Id> {
+        let id = self.add_key(password, kdf)?;
+        self.storage.remove(ObjectKind::Key, &self.key_name)?;
+        Ok(id)
+    }
+
     /// Add another key (password) to the repository.
     pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<Id> {
         let keyfile = KeyFile::wrap(
@@ -331,7 +393,7 @@ fn unwrap_any_key(
     storage: &dyn Storage,
     password: &[u8],
     config: &[u8],
-) -> Result<(MasterKey, Config)> {
+) -> Result<(MasterKey, Config, String)> {
     let mut tried = 0;
     let mut last_error = None;
     for info in storage.list(ObjectKind::Key)? {
@@ -342,6 +404,7 @@ fn unwrap_any_key(
             Ok((
                 key.clone(),
                 open_object(&key, ad::CONFIG, config, "config")?,
+                info.name.clone(),
             ))
         }) {
             Ok(found) => return Ok(found),
