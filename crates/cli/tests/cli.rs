@@ -578,6 +578,26 @@ fn a_flipped_byte_in_a_pack_is_detected_and_named() {
         stderr.contains(&name),
         "damaged pack {name} is named: {stderr}"
     );
+    // Exactly one part of a subset check reads the damaged pack.
+    let failing = (1..=3)
+        .filter(|n| {
+            let out = env
+                .cmd()
+                .args(["check", "--read-data-subset", &format!("{n}/3")])
+                .output()
+                .unwrap();
+            out.status.code() == Some(1)
+        })
+        .count();
+    assert_eq!(failing, 1);
+    env.cmd()
+        .args(["check", "--read-data-subset", "100%"])
+        .assert()
+        .code(1);
+    env.cmd()
+        .args(["check", "--read-data-subset", "5/3"])
+        .assert()
+        .code(2);
     // A restore that needs the damaged blob fails loudly rather than writing garbage.
     let out = env
         .cmd()

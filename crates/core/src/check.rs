@@ -18,6 +18,58 @@ use crate::storage::ObjectKind;
 #[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
     pub read_data: bool,
+    /// Read only part of the packs (implies reading data).
+    pub subset: Option<Subset>,
+}
+
+/// Which packs `--read-data-subset` reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Subset {
+    /// Part `n` of `m` (1-based): packs whose name, as a number, is `n-1`
+    /// modulo `m`. Running 1/m … m/m in turn reads every pack once.
+    Part(u32, u32),
+    /// A random fraction of the packs, different each run.
+    Percent(f64),
+}
+
+impl Subset {
+    /// Parse `n/m` or `p%`.
+    pub fn parse(text: &str) -> Result<Subset> {
+        let bad = || {
+            crate::Error::invalid(format!(
+                "{text:?} is not a subset: use n/m (like 2/7) or a percentage (like 10%)"
+            ))
+        };
+        if let Some(p) = text.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad());
+            }
+            return Ok(Subset::Percent(p));
+        }
+        let (n, m) = text.split_once('/').ok_or_else(bad)?;
+        let (n, m): (u32, u32) = (
+            n.trim().parse().map_err(|_| bad())?,
+            m.trim().parse().map_err(|_| bad())?,
+        );
+        if m == 0 || n == 0 || n > m {
+            return Err(bad());
+        }
+        Ok(Subset::Part(n, m))
+    }
+
+    fn selects(&self, name: &str) -> bool {
+        match *self {
+            Subset::Part(n, m) => {
+                let head = name
+                    .get(..16)
+                    .and_then(|h| u64::from_str_radix(h, 16).ok())
+                    .unwrap_or(0);
+                head % u64::from(m) == u64::from(n - 1)
+            }
+            Subset::Percent(p) => rand::random::<f64>() * 100.0 < p,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -31,6 +83,8 @@ pub struct CheckReport {
     pub snapshots: usize,
     pub trees: usize,
     pub bytes_read: u64,
+    /// Packs whose data was read and verified.
+    pub packs_read: usize,
 }
 
 impl CheckReport {
@@ -51,8 +105,14 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         .collect();
     check_packs(repo, &indexed, &stored, &mut report);
     check_snapshots(repo, &mut report)?;
-    if opts.read_data {
-        read_all_data(repo, &stored, &mut report);
+    if opts.read_data || opts.subset.is_some() {
+        let chosen: HashMap<String, u64> = stored
+            .iter()
+            .filter(|(name, _)| opts.subset.is_none_or(|s| s.selects(name)))
+            .map(|(n, s)| (n.clone(), *s))
+            .collect();
+        report.packs_read = chosen.len();
+        read_all_data(repo, &chosen, &mut report);
     }
     Ok(report)
 }
@@ -252,4 +312,27 @@ fn check_pack_data(repo: &Repository, name: &str) -> Vec<String> {
         Err(e) => errors.push(format!("pack {name}: header: {e}")),
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_cover_every_pack_exactly_once() {
+        let names: Vec<String> = (0..200u32)
+            .map(|i| crate::Id::of_object(&i.to_le_bytes()).to_hex())
+            .collect();
+        for name in &names {
+            let hits = (1..=7)
+                .filter(|n| Subset::Part(*n, 7).selects(name))
+                .count();
+            assert_eq!(hits, 1);
+        }
+        assert_eq!(Subset::parse("2/7").unwrap(), Subset::Part(2, 7));
+        assert_eq!(Subset::parse("10%").unwrap(), Subset::Percent(10.0));
+        for bad in ["0/3", "4/3", "1/0", "x", "0%", "150%"] {
+            assert!(Subset::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -78,7 +78,14 @@ fn a_failing_upload_aborts_the_backup_without_a_snapshot() {
             "no snapshot after a failed {kind:?} write"
         );
         let clean = Arc::new(Repository::open(Arc::new(mem.clone()), b"pw").unwrap());
-        let report = check::run(&clean, &CheckOptions { read_data: true }).unwrap();
+        let report = check::run(
+            &clean,
+            &CheckOptions {
+                read_data: true,
+                subset: None,
+            },
+        )
+        .unwrap();
         assert!(
             report.ok(),
             "after failing {kind:?} write {n}: {:?}",
@@ -94,7 +101,14 @@ fn a_failing_upload_aborts_the_backup_without_a_snapshot() {
     let (_, snap) =
         backup::run(&repo, &BackupOptions::new(vec![src.clone()]), &NoProgress).unwrap();
     assert!(!snap.partial);
-    let report = check::run(&repo, &CheckOptions { read_data: true }).unwrap();
+    let report = check::run(
+        &repo,
+        &CheckOptions {
+            read_data: true,
+            subset: None,
+        },
+    )
+    .unwrap();
     assert!(report.ok(), "{:?}", report.errors);
 }
 

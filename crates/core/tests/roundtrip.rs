@@ -173,7 +173,7 @@ proptest! {
             prop_assert_eq!(summary.verify_failures, 0);
             prop_assert_eq!(&read_back(&target.join("src")), expected, "snapshot {}", i);
         }
-        let report = strata_core::check::run(&repo, &strata_core::check::CheckOptions { read_data: true }).unwrap();
+        let report = strata_core::check::run(&repo, &strata_core::check::CheckOptions { read_data: true, subset: None }).unwrap();
         prop_assert!(report.ok(), "{:?}", report.errors);
     }
 }

@@ -10,14 +10,24 @@ pub struct Args {
     /// Also read, decrypt and verify every blob of every pack.
     #[arg(long)]
     read_data: bool,
+    /// Read and verify only a subset of the packs: `n/m` (run 1/m … m/m in
+    /// turn to cover everything) or a random percentage like `10%`.
+    #[arg(long, value_name = "n/m|PCT%")]
+    read_data_subset: Option<String>,
 }
 
 pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let repo = repo::open(global)?;
+    let subset = args
+        .read_data_subset
+        .as_deref()
+        .map(check::Subset::parse)
+        .transpose()?;
     let report = check::run(
         &repo,
         &CheckOptions {
             read_data: args.read_data,
+            subset,
         },
     )?;
     if global.json {
@@ -32,6 +42,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
                 "snapshots": report.snapshots,
                 "trees": report.trees,
                 "bytes_read": report.bytes_read,
+                "packs_read": report.packs_read,
             })
         );
     } else {
@@ -48,8 +59,12 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
                 report.trees,
                 report.blobs,
                 report.packs,
-                if args.read_data {
-                    format!(", read {}", output::bytes(report.bytes_read))
+                if args.read_data || subset.is_some() {
+                    format!(
+                        ", read {} in {} packs",
+                        output::bytes(report.bytes_read),
+                        report.packs_read
+                    )
                 } else {
                     String::new()
                 }
