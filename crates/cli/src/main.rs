@@ -65,6 +65,8 @@ enum Command {
     Forget(commands::forget::Args),
     /// Manage the repository's keys (passwords).
     Key(commands::key::Args),
+    /// Sizes: restore size, unique and stored data, what each backup added.
+    Stats(commands::stats::Args),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
         Command::Diff(a) => commands::diff::run(&cli.global, a),
         Command::Forget(a) => commands::forget::run(&cli.global, a),
         Command::Key(a) => commands::key::run(&cli.global, a),
+        Command::Stats(a) => commands::stats::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1266,3 +1266,45 @@ fn keys_can_be_added_listed_removed_and_passwords_changed() {
         .success();
     assert_eq!(list("third password").len(), 1);
 }
+
+#[test]
+fn stats_account_for_deduplication_and_what_each_backup_added() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    env.backup(&[src.to_str().unwrap()]);
+    write(
+        &src.join("copy.bin"),
+        &fs::read(src.join("big.bin")).unwrap(),
+    ); // a duplicate: adds nothing
+    write(&src.join("new.txt"), &pseudo_random(100_000, 3));
+    env.backup(&[src.to_str().unwrap()]);
+    let out = env
+        .cmd()
+        .args(["stats", "--mode", "added", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first_size = (3 << 20) + 6 + 6 + 8; // big.bin and three small files
+    assert_eq!(s["snapshots"], 2);
+    assert_eq!(s["restore_size"], 2 * first_size + (3 << 20) + 100_000);
+    let per = s["per_snapshot"].as_array().unwrap();
+    let data_added = |i: usize| per[i]["added_size"].as_u64().unwrap();
+    assert!(data_added(0) >= first_size as u64, "{s}");
+    // the second backup added the new file (and new trees), not the copy
+    assert!(
+        data_added(1) >= 100_000 && data_added(1) < 100_000 + 10_000,
+        "{s}"
+    );
+    assert!(s["dedup_ratio"].as_f64().unwrap() > 1.9, "{s}");
+    assert_eq!(
+        s["unique_size"].as_u64().unwrap(),
+        data_added(0) + data_added(1)
+    );
+}

@@ -33,6 +33,7 @@ pub mod packer;
 pub mod repository;
 pub mod restore;
 pub mod select;
+pub mod stats;
 pub mod storage;
 pub mod walk;
 

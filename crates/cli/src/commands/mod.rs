@@ -10,6 +10,7 @@ pub mod key;
 pub mod ls;
 pub mod restore;
 pub mod snapshots;
+pub mod stats;
 
 use std::ffi::OsStr;
 use std::path::Path;

@@ -1,0 +1,92 @@
+use anyhow::Result;
+use serde_json::json;
+
+use crate::output::{self, bytes};
+use crate::repo::{self, FilterArgs, GlobalArgs};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Totals over the selected snapshots.
+    Total,
+    /// Also what each snapshot added: data no earlier one referenced.
+    Added,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Snapshots to account for (id prefixes or `latest`); all by default.
+    #[arg(value_name = "SNAPSHOT")]
+    snapshots: Vec<String>,
+    #[arg(long, value_enum, default_value = "total")]
+    mode: Mode,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
+    let repo = repo::open(global)?;
+    repo.load_index()?;
+    let filter = args.filter.filter()?;
+    let (all, _) = repo.snapshots()?;
+    let mut chosen: Vec<_> = if args.snapshots.is_empty() {
+        all.into_iter().filter(|(_, s)| filter.matches(s)).collect()
+    } else {
+        let mut v = Vec::new();
+        for sel in &args.snapshots {
+            v.push(strata_core::select::find_in(all.clone(), sel, &filter)?);
+        }
+        v
+    };
+    chosen.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+    let (stats, added) = strata_core::stats::run(&repo, &chosen)?;
+    if global.json {
+        let per: Vec<_> = added
+            .iter()
+            .map(|a| json!({"id": a.id.to_hex(), "short_id": a.id.short(), "restore_size": a.restore_size,
+                            "added_blobs": a.blobs, "added_size": a.size, "added_stored": a.stored}))
+            .collect();
+        println!(
+            "{}",
+            json!({"snapshots": stats.snapshots, "files": stats.files, "restore_size": stats.restore_size,
+                   "unique_size": stats.unique_size, "stored_size": stats.stored_size, "blobs": stats.blobs,
+                   "packs": stats.packs, "dedup_ratio": stats.dedup_ratio(), "compression_ratio": stats.compression_ratio(),
+                   "per_snapshot": if args.mode == Mode::Added { Some(per) } else { None }})
+        );
+        return Ok(crate::exit::OK);
+    }
+    if args.mode == Mode::Added {
+        let rows: Vec<Vec<String>> = chosen
+            .iter()
+            .zip(&added)
+            .map(|((id, s), a)| {
+                vec![
+                    id.short(),
+                    output::local_time(s.time),
+                    bytes(a.restore_size),
+                    bytes(a.size),
+                    bytes(a.stored),
+                ]
+            })
+            .collect();
+        output::table(
+            &["ID", "Time", "Restore size", "Added", "Added (stored)"],
+            &rows,
+        );
+        println!();
+    }
+    println!("Snapshots:          {}", stats.snapshots);
+    println!("Files:              {}", stats.files);
+    println!("Restore size:       {}", bytes(stats.restore_size));
+    println!(
+        "Unique data:        {}  (deduplication ×{:.2})",
+        bytes(stats.unique_size),
+        stats.dedup_ratio()
+    );
+    println!(
+        "Stored:             {}  (compression ×{:.2})",
+        bytes(stats.stored_size),
+        stats.compression_ratio()
+    );
+    println!("Blobs / packs:      {} / {}", stats.blobs, stats.packs);
+    Ok(crate::exit::OK)
+}
