@@ -37,7 +37,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         }
         v
     };
-    chosen.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+    chosen.sort_by_key(|s| s.1.time);
     let (stats, added) = strata_core::stats::run(&repo, &chosen)?;
     if global.json {
         let per: Vec<_> = added
