@@ -52,17 +52,7 @@ impl Env {
     }
 
     fn snapshots(&self) -> Vec<Value> {
-        let out = self.cmd().args(["snapshots", "--json"]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
+        json_array(self.cmd().args(["snapshots", "--json"]))
     }
 
     fn backup(&self, args: &[&str]) -> Value {
@@ -80,6 +70,21 @@ impl Env {
         );
         last_json(&out.stdout)
     }
+}
+
+/// Run a command that must succeed and print a JSON array.
+fn json_array(cmd: &mut Command) -> Vec<Value> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn last_json(stdout: &[u8]) -> Value {
@@ -1200,22 +1205,11 @@ fn keys_can_be_added_listed_removed_and_passwords_changed() {
         .assert()
         .success();
     let list = |password: &str| -> Vec<Value> {
-        let out = env
-            .cmd()
-            .env("STRATA_PASSWORD", password)
-            .args(["key", "list", "--json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
+        json_array(
+            env.cmd()
+                .env("STRATA_PASSWORD", password)
+                .args(["key", "list", "--json"]),
+        )
     };
     let keys = list("second password");
     assert_eq!(keys.len(), 2);
