@@ -67,6 +67,8 @@ enum Command {
     Key(commands::key::Args),
     /// Sizes: restore size, unique and stored data, what each backup added.
     Stats(commands::stats::Args),
+    /// Rebuild damaged repository structures.
+    Repair(commands::repair::Args),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         Command::Forget(a) => commands::forget::run(&cli.global, a),
         Command::Key(a) => commands::key::run(&cli.global, a),
         Command::Stats(a) => commands::stats::run(&cli.global, a),
+        Command::Repair(a) => commands::repair::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1302,3 +1302,39 @@ fn stats_account_for_deduplication_and_what_each_backup_added() {
         data_added(0) + data_added(1)
     );
 }
+
+#[test]
+fn repair_index_rebuilds_a_lost_index_from_the_packs() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    env.backup(&[src.to_str().unwrap()]);
+    write(&src.join("more.txt"), b"second backup\n");
+    env.backup(&[src.to_str().unwrap()]);
+    for index in objects(&env.repo().join("index")) {
+        fs::remove_file(index).unwrap();
+    }
+    env.cmd().args(["check"]).assert().code(1);
+    let out = env
+        .cmd()
+        .args(["repair", "index", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["unreadable_packs"], 0);
+    assert_eq!(objects(&env.repo().join("index")).len(), 1);
+    env.cmd().args(["check", "--read-data"]).assert().success();
+    let target = env.path("restored");
+    env.cmd()
+        .args(["restore", "latest", "--verify", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert_eq!(tree_files(&src), tree_files(&target.join("data")));
+}

@@ -156,7 +156,7 @@ fn check_packs(
             ));
             continue;
         };
-        match read_header(repo, &name, size) {
+        match repo.read_pack_header(&name, size) {
             Ok(entries) => {
                 let listed: HashSet<_> = blobs
                     .iter()
@@ -183,23 +183,6 @@ fn check_packs(
             ));
         }
     }
-}
-
-fn read_header(repo: &Repository, name: &str, size: u64) -> Result<Vec<pack::PackEntry>> {
-    if size < 4 {
-        return Err(crate::Error::corrupted(format!(
-            "pack is only {size} bytes"
-        )));
-    }
-    let tail = repo
-        .storage()
-        .read_range(ObjectKind::Pack, name, size - 4, 4)?;
-    let header_len = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
-    let (start, len) = pack::header_range(size, header_len)?;
-    let sealed = repo
-        .storage()
-        .read_range(ObjectKind::Pack, name, start, len)?;
-    pack::parse_header(repo.key(), &sealed, size)
 }
 
 fn check_snapshots(repo: &Repository, report: &mut CheckReport) -> Result<()> {

@@ -2,3 +2,4 @@
 //! planned first, as values that can be printed and tested, then executed.
 
 pub mod forget;
+pub mod repair;

@@ -226,6 +226,29 @@ impl Repository {
             .map_err(|e| e.context(format!("pack {}", loc.pack)))
     }
 
+    /// Read and decrypt the header of the pack `name`, `size` bytes long.
+    pub fn read_pack_header(
+        &self,
+        name: &str,
+        size: u64,
+    ) -> Result<Vec<crate::format::pack::PackEntry>> {
+        use crate::format::pack;
+        if size < 4 {
+            return Err(Error::corrupted(format!(
+                "pack {name} is only {size} bytes"
+            )));
+        }
+        let tail = self
+            .storage
+            .read_range(ObjectKind::Pack, name, size - 4, 4)?;
+        let header_len = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        let (start, len) = pack::header_range(size, header_len)?;
+        let sealed = self
+            .storage
+            .read_range(ObjectKind::Pack, name, start, len)?;
+        pack::parse_header(&self.key, &sealed, size)
+    }
+
     /// Decrypt and verify a sealed blob read from a pack.
     /// `raw_length` is the plaintext size the index or pack header gives.
     pub fn open_blob(
