@@ -69,6 +69,8 @@ enum Command {
     Stats(commands::stats::Args),
     /// Rebuild damaged repository structures.
     Repair(commands::repair::Args),
+    /// Remove stale locks (of processes of this host that are gone).
+    Unlock(commands::unlock::Args),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
         Command::Key(a) => commands::key::run(&cli.global, a),
         Command::Stats(a) => commands::stats::run(&cli.global, a),
         Command::Repair(a) => commands::repair::run(&cli.global, a),
+        Command::Unlock(a) => commands::unlock::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

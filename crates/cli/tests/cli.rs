@@ -1182,6 +1182,17 @@ fn a_lock_left_by_a_killed_backup_does_not_block_the_repository() {
             .is_some(),
         "the killed backup left its lock"
     );
+    // unlock removes it (its process is gone) and leaves live locks alone
+    let out = env.cmd().args(["unlock"]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "removed 1 lock(s)"
+    );
+    assert!(fs::read_dir(env.repo().join("locks"))
+        .unwrap()
+        .next()
+        .is_none());
     // an exclusive command goes ahead: the lock's process is gone
     env.cmd()
         .args(["forget", "--keep-last", "1"])

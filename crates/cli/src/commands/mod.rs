@@ -12,6 +12,7 @@ pub mod repair;
 pub mod restore;
 pub mod snapshots;
 pub mod stats;
+pub mod unlock;
 
 use std::ffi::OsStr;
 use std::path::Path;

@@ -88,7 +88,7 @@ pub(crate) fn acquire(
             return Err(Error::new(
                 ErrorKind::Locked,
                 format!(
-                    "repository is locked {} by PID {} on {} since {}; if that process is gone, delete the lock object locks/{}",
+                    "repository is locked {} by PID {} on {} since {}; if that process is gone, run `strata unlock --remove-all` (lock {})",
                     if theirs.exclusive { "exclusively" } else { "" },
                     theirs.pid,
                     theirs.hostname,
@@ -99,4 +99,29 @@ pub(crate) fn acquire(
         }
     }
     Ok(guard)
+}
+
+/// Remove locks: those of processes of this host that no longer run, or
+/// every lock with `all` (for locks of other hosts known to be dead).
+/// Returns the names removed.
+pub(crate) fn remove_stale(
+    storage: &Arc<dyn Storage>,
+    key: &MasterKey,
+    all: bool,
+) -> Result<Vec<String>> {
+    let host = crate::hostname();
+    let mut removed = Vec::new();
+    for info in storage.list(ObjectKind::Lock)? {
+        let stale = all || {
+            let lock = storage
+                .read(ObjectKind::Lock, &info.name)
+                .and_then(|d| open_object::<LockInfo>(key, ad::LOCK, &d, "lock"));
+            matches!(lock, Ok(l) if l.hostname == host && !process_alive(l.pid))
+        };
+        if stale {
+            storage.remove(ObjectKind::Lock, &info.name)?;
+            removed.push(info.name);
+        }
+    }
+    Ok(removed)
 }

@@ -127,6 +127,11 @@ impl Repository {
         lock::acquire(&self.storage, &self.key, exclusive)
     }
 
+    /// Remove stale locks (of dead processes of this host), or all locks.
+    pub fn unlock(&self, all: bool) -> Result<Vec<String>> {
+        lock::remove_stale(&self.storage, &self.key, all)
+    }
+
     /// Read every index file into memory. Damaged index files are errors.
     pub fn load_index(&self) -> Result<()> {
         let mut index = Index::default();
