@@ -189,13 +189,7 @@ pub fn run(
                 let mut buf = Vec::new();
                 for job in rx {
                     let outcome = file::save_file(
-                        saver,
-                        chunker,
-                        job.file,
-                        &job.path,
-                        job.node.clone(),
-                        &mut buf,
-                        progress,
+                        saver, chunker, job.file, &job.path, job.node, &mut buf, progress,
                     );
                     let _ = job.reply.send(outcome);
                 }
