@@ -63,6 +63,8 @@ enum Command {
     Diff(commands::diff::Args),
     /// Remove snapshots by a retention policy or by id (data stays until prune).
     Forget(commands::forget::Args),
+    /// Delete data no snapshot needs; safe while backups run.
+    Prune(commands::prune::Args),
     /// Manage the repository's keys (passwords).
     Key(commands::key::Args),
     /// Sizes: restore size, unique and stored data, what each backup added.
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
         Command::Stats(a) => commands::stats::run(&cli.global, a),
         Command::Repair(a) => commands::repair::run(&cli.global, a),
         Command::Unlock(a) => commands::unlock::run(&cli.global, a),
+        Command::Prune(a) => commands::prune::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -12,7 +12,7 @@ use crate::format::index::IndexBlob;
 use crate::format::pack;
 use crate::format::tree::NodeKind;
 use crate::id::Id;
-use crate::repository::Repository;
+use crate::repository::{LockKind, Repository};
 use crate::storage::ObjectKind;
 
 #[derive(Clone, Debug, Default)]
@@ -94,7 +94,7 @@ impl CheckReport {
 }
 
 pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
-    let _lock = repo.lock(false)?;
+    let _lock = repo.lock(LockKind::Shared)?;
     let mut report = CheckReport::default();
     let indexed = load_indexes(repo, &mut report)?;
     let stored: HashMap<String, u64> = repo

@@ -140,6 +140,26 @@ impl BlobSaver {
         })
     }
 
+    /// Store another copy of a blob already sealed (by prune, moving blobs
+    /// out of mostly unused packs), even though the index lists it.
+    /// The caller has verified `sealed` against `id`.
+    pub fn copy_sealed(
+        &self,
+        kind: BlobKind,
+        id: Id,
+        raw_length: u32,
+        sealed: &[u8],
+    ) -> Result<Saved> {
+        if !lock(&self.seen).insert(id) {
+            return Ok(Saved {
+                id,
+                added: false,
+                stored: 0,
+            });
+        }
+        self.append(kind, id, raw_length as usize, sealed)
+    }
+
     fn append(&self, kind: BlobKind, id: Id, raw_length: usize, sealed: &[u8]) -> Result<Saved> {
         let stored = sealed.len() as u64;
         let full = {
@@ -205,11 +225,13 @@ impl BlobSaver {
     }
 
     /// Write the partly filled packs and wait until every pack is stored.
-    /// The saver accepts no more blobs afterwards.
+    /// The saver accepts no more blobs afterwards; flushing again is a no-op.
     pub fn flush(&self) -> Result<()> {
         for kind in [BlobKind::Data, BlobKind::Tree] {
             let open = std::mem::take(&mut *lock(self.open_pack(kind)));
-            self.write_pack(open)?;
+            if open.writer.is_some() {
+                self.write_pack(open)?;
+            }
         }
         self.stop_finishers();
         self.check_failure()

@@ -68,6 +68,11 @@ pub struct Args {
     /// Print the plan (what is kept, by which rule) without removing anything.
     #[arg(short = 'n', long)]
     dry_run: bool,
+    /// Run prune afterwards, deleting the data no snapshot needs any more.
+    #[arg(long)]
+    prune: bool,
+    #[command(flatten)]
+    prune_args: super::prune::PruneArgs,
 }
 
 fn policy(args: &Args) -> Result<Policy> {
@@ -117,11 +122,11 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         )
         .into());
     }
-    let repo = repo::open(global)?;
-    let _lock = if args.dry_run {
+    let repo = std::sync::Arc::new(repo::open(global)?);
+    let lock = if args.dry_run {
         None
     } else {
-        Some(repo.lock(true)?)
+        Some(repo.lock(strata_core::repository::LockKind::Maintenance)?)
     };
     let (snaps, _) = repo.snapshots()?;
     let remove: Vec<Id> = if args.snapshots.is_empty() {
@@ -146,23 +151,36 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         }
         ids
     };
-    if args.dry_run {
+    let Some(lock) = lock else {
         if !global.json && !global.quiet {
             println!(
                 "would forget {} snapshots (dry run: nothing was removed)",
                 remove.len()
             );
         }
+        if args.prune {
+            return super::prune::prune_repository(global, &repo, &args.prune_args, true);
+        }
         return Ok(crate::exit::OK);
-    }
+    };
+    lock.check()?;
     for id in &remove {
         repo.storage().remove(ObjectKind::Snapshot, &id.to_hex())?;
     }
+    drop(lock);
     if !global.json && !global.quiet {
         println!(
-            "forgot {} snapshots; their data stays until prune removes what no snapshot needs",
-            remove.len()
+            "forgot {} snapshots{}",
+            remove.len(),
+            if args.prune {
+                ""
+            } else {
+                "; their data stays until prune removes what no snapshot needs"
+            }
         );
+    }
+    if args.prune {
+        return super::prune::prune_repository(global, &repo, &args.prune_args, false);
     }
     Ok(crate::exit::OK)
 }

@@ -30,7 +30,7 @@ use crate::format::to_cbor;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
 use crate::packer::BlobSaver;
-use crate::repository::Repository;
+use crate::repository::{LockKind, Repository};
 use crate::select;
 use crate::walk::{node_reusing, ExcludeOptions, Excluder, NameCache};
 
@@ -124,7 +124,7 @@ pub fn run(
 ) -> Result<(Id, Snapshot)> {
     let started = Instant::now();
     let backup_start = jiff::Timestamp::now();
-    let _lock = repo.lock(false)?;
+    let lock = repo.lock(LockKind::Shared)?;
     repo.load_index()?;
     let roots = top_level(&opts.paths)?;
     let hostname = opts.hostname.clone().unwrap_or_else(crate::hostname);
@@ -211,6 +211,11 @@ pub fn run(
         drop(walker.jobs); // lets the workers finish
         Ok((tree_id?, walker.summary))
     })?;
+    // Without a lock, a prune may already have condemned blobs this backup
+    // deduplicated against: writing the index and snapshot could then
+    // publish references to data about to be deleted (docs/design.md).
+    saver.flush()?;
+    lock.check()?;
     saver.finish()?;
     summary.duration_ms = started.elapsed().as_millis() as u64;
     summary.backup_start = Some(backup_start);
@@ -229,6 +234,7 @@ pub fn run(
         summary: Some(summary),
         program_version: env!("CARGO_PKG_VERSION").to_string(),
     };
+    lock.check()?;
     let id = repo.save_snapshot(&snapshot)?;
     Ok((id, snapshot))
 }

@@ -4,6 +4,7 @@
 //! sealed object's plaintext starts with one byte that says how the rest is
 //! encoded (`0` stored, `1` zstd), so compression is chosen per object.
 
+pub mod condemned;
 pub mod config;
 pub mod index;
 pub mod key;
@@ -34,6 +35,7 @@ pub mod ad {
     pub const INDEX: &[u8] = b"strata index";
     pub const SNAPSHOT: &[u8] = b"strata snapshot";
     pub const LOCK: &[u8] = b"strata lock";
+    pub const CONDEMNED: &[u8] = b"strata condemned";
     pub const PACK_HEADER: &[u8] = b"strata pack header";
     pub const DATA: &[u8] = b"strata data";
     pub const TREE: &[u8] = b"strata tree";

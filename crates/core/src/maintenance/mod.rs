@@ -2,4 +2,5 @@
 //! planned first, as values that can be printed and tested, then executed.
 
 pub mod forget;
+pub mod prune;
 pub mod repair;

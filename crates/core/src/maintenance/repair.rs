@@ -9,7 +9,7 @@
 use crate::error::Result;
 use crate::format::index::{IndexBlob, IndexFile, IndexPack};
 use crate::format::pack;
-use crate::repository::Repository;
+use crate::repository::{LockKind, Repository};
 use crate::storage::ObjectKind;
 use crate::Id;
 
@@ -26,7 +26,7 @@ pub struct IndexRepair {
 
 /// Rebuild the index from pack headers. Takes an exclusive lock.
 pub fn rebuild_index(repo: &Repository) -> Result<IndexRepair> {
-    let _lock = repo.lock(true)?;
+    let _lock = repo.lock(LockKind::Exclusive)?;
     let old: Vec<String> = repo
         .storage()
         .list(ObjectKind::Index)?

@@ -1,11 +1,23 @@
 //! Repository locks: small sealed objects in `locks/`.
 //!
-//! Backups, restores and checks take shared locks; maintenance that deletes
-//! data takes an exclusive one. A lock conflicts with any lock of another
-//! process when either is exclusive. Locks are removed when the guard drops;
-//! a killed process leaves its lock behind, which a later `unlock` removes.
+//! Backups, restores and checks take shared locks; `forget` and `prune` take
+//! maintenance locks (one maintenance at a time, beside any number of shared
+//! holders); `repair` takes an exclusive one, which conflicts with all.
+//!
+//! A held lock is refreshed every [`LockTiming::refresh`]: a new lock object
+//! with the same `origin` replaces the old one. Another host's lock whose
+//! time is older than [`LockTiming::stale_after`] is stale, as is a lock of a
+//! process of this host that no longer runs; stale locks are removed by the
+//! commands that meet them. A holder that has not refreshed for half of
+//! `stale_after`, or finds its lock removed, has lost it: [`LockGuard::check`]
+//! then fails, and commands check before every write that others rely on
+//! (an index, a snapshot, a deletion). Prune's safety argument in
+//! docs/design.md rests on this: a lock that others may consider stale is
+//! never relied on by its holder.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,25 +27,178 @@ use crate::format::{ad, open_object, seal_object};
 use crate::id::Id;
 use crate::storage::{ObjectKind, Storage};
 
+/// What a lock allows others to do at the same time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockKind {
+    /// Reads and additions (backup, restore, check): coexist with all but
+    /// exclusive locks.
+    Shared,
+    /// Deletions planned to be safe beside shared holders (forget, prune):
+    /// one at a time.
+    Maintenance,
+    /// Conflicts with every other lock (repair).
+    Exclusive,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LockInfo {
+    /// When the lock was taken or last refreshed.
     pub time: jiff::Timestamp,
     pub exclusive: bool,
+    #[serde(default)]
+    pub maintenance: bool,
+    /// Random id of the holding, the same across refreshes.
+    #[serde(default)]
+    pub origin: Option<Id>,
     pub hostname: String,
     pub username: String,
     pub pid: u32,
 }
 
-/// Holds a lock until dropped.
-pub struct LockGuard {
+impl LockInfo {
+    pub fn kind(&self) -> LockKind {
+        if self.exclusive {
+            LockKind::Exclusive
+        } else if self.maintenance {
+            LockKind::Maintenance
+        } else {
+            LockKind::Shared
+        }
+    }
+
+    fn conflicts(&self, other: LockKind) -> bool {
+        let mine = self.kind();
+        mine == LockKind::Exclusive
+            || other == LockKind::Exclusive
+            || (mine == LockKind::Maintenance && other == LockKind::Maintenance)
+    }
+
+    /// Whether the holder can be taken to be gone.
+    fn is_stale(&self, timing: &LockTiming) -> bool {
+        if self.hostname == crate::hostname() {
+            return !process_alive(self.pid);
+        }
+        let age = jiff::Timestamp::now().duration_since(self.time);
+        age.as_secs() > timing.stale_after.as_secs() as i64
+    }
+}
+
+/// How often locks are refreshed and when they count as stale.
+#[derive(Clone, Copy, Debug)]
+pub struct LockTiming {
+    pub refresh: Duration,
+    pub stale_after: Duration,
+}
+
+impl Default for LockTiming {
+    fn default() -> Self {
+        LockTiming {
+            refresh: Duration::from_secs(5 * 60),
+            stale_after: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+impl LockTiming {
+    /// A holder that could not refresh for this long stops relying on its
+    /// lock, well before others may call it stale.
+    fn lost_after(&self) -> Duration {
+        self.stale_after / 2
+    }
+}
+
+/// State shared between a guard and its refresher thread.
+struct Held {
     storage: Arc<dyn Storage>,
-    name: String,
+    key: MasterKey,
+    info: Mutex<LockInfo>,
+    name: Mutex<String>,
+    last_refresh: Mutex<Instant>,
+    lost: AtomicBool,
+    timing: LockTiming,
+}
+
+/// Holds a lock until dropped, refreshing it in the background.
+pub struct LockGuard {
+    held: Arc<Held>,
+    stop: Option<crossbeam_channel::Sender<()>>,
+    refresher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LockGuard {
+    /// Fails when the lock was lost: removed by another process, or not
+    /// refreshed for long enough that others may consider it stale.
+    pub fn check(&self) -> Result<()> {
+        let since = lock(&self.held.last_refresh).elapsed();
+        if self.held.lost.load(Ordering::SeqCst) || since > self.held.timing.lost_after() {
+            return Err(Error::new(
+                ErrorKind::Locked,
+                format!(
+                    "lost the repository lock (removed by another process, or not refreshed for {}s); stopping before writing anything others would rely on",
+                    since.as_secs()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The id that stays the same across refreshes of this lock.
+    pub fn origin(&self) -> Option<Id> {
+        lock(&self.held.info).origin
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Held {
+    fn write(&self, info: &LockInfo) -> Result<String> {
+        let sealed = seal_object(&self.key, ad::LOCK, info, 0);
+        let name = Id::of_object(&sealed).to_hex();
+        self.storage.write(ObjectKind::Lock, &name, &sealed)?;
+        Ok(name)
+    }
+
+    /// Replace the lock object by one with a fresh time.
+    fn refresh(&self) -> Result<()> {
+        let old = lock(&self.name).clone();
+        match self.storage.read(ObjectKind::Lock, &old) {
+            Err(e) if e.kind() == ErrorKind::Missing => {
+                self.lost.store(true, Ordering::SeqCst);
+                return Err(Error::new(ErrorKind::Locked, "the lock was removed"));
+            }
+            other => other.map(|_| ())?,
+        }
+        let mut info = lock(&self.info).clone();
+        info.time = jiff::Timestamp::now();
+        let name = self.write(&info)?;
+        *lock(&self.name) = name;
+        *lock(&self.info) = info;
+        *lock(&self.last_refresh) = Instant::now();
+        self.storage.remove(ObjectKind::Lock, &old)
+    }
+}
+
+fn refresh_loop(held: Arc<Held>, stop: crossbeam_channel::Receiver<()>) {
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+        stop.recv_timeout(held.timing.refresh)
+    {
+        if let Err(e) = held.refresh() {
+            tracing::warn!("could not refresh the repository lock: {e}");
+        }
+    }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if let Err(e) = self.storage.remove(ObjectKind::Lock, &self.name) {
-            tracing::warn!("could not remove lock {}: {e}", self.name);
+        drop(self.stop.take());
+        if let Some(t) = self.refresher.take() {
+            let _ = t.join();
+        }
+        let name = lock(&self.held.name).clone();
+        if let Err(e) = self.held.storage.remove(ObjectKind::Lock, &name) {
+            tracing::warn!("could not remove lock {name}: {e}");
         }
     }
 }
@@ -48,80 +213,234 @@ fn process_alive(pid: u32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
+/// A lock object as found in storage.
+pub struct FoundLock {
+    pub name: String,
+    /// `None` when it cannot be read (damaged, or sealed with another key).
+    pub info: Option<LockInfo>,
+}
+
+impl FoundLock {
+    /// The holding's id; a lock without one (or unreadable) is named by its
+    /// object name, which is then its only identity.
+    pub fn origin(&self) -> Id {
+        self.info
+            .as_ref()
+            .and_then(|i| i.origin)
+            .or_else(|| Id::from_hex(&self.name).ok())
+            .unwrap_or(Id([0; 32]))
+    }
+}
+
+/// Every lock in the repository except stale ones, which are removed.
+pub(crate) fn live_locks(
+    storage: &Arc<dyn Storage>,
+    key: &MasterKey,
+    timing: &LockTiming,
+) -> Result<Vec<FoundLock>> {
+    let mut out = Vec::new();
+    for other in storage.list(ObjectKind::Lock)? {
+        let info = match storage.read(ObjectKind::Lock, &other.name) {
+            Ok(data) => open_object::<LockInfo>(key, ad::LOCK, &data, "lock").ok(),
+            // Removed since it was listed: its holder is done.
+            Err(e) if e.kind() == ErrorKind::Missing => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(i) = info.as_ref().filter(|i| i.is_stale(timing)) {
+            tracing::info!(
+                "removing stale lock {} of PID {} on {} (last refreshed {})",
+                other.name,
+                i.pid,
+                i.hostname,
+                i.time
+            );
+            storage.remove(ObjectKind::Lock, &other.name)?;
+            continue;
+        }
+        out.push(FoundLock {
+            name: other.name,
+            info,
+        });
+    }
+    Ok(out)
+}
+
 pub(crate) fn acquire(
     storage: &Arc<dyn Storage>,
     key: &MasterKey,
-    exclusive: bool,
+    kind: LockKind,
+    timing: LockTiming,
 ) -> Result<LockGuard> {
     let info = LockInfo {
         time: jiff::Timestamp::now(),
-        exclusive,
+        exclusive: kind == LockKind::Exclusive,
+        maintenance: kind == LockKind::Maintenance,
+        origin: Some(Id(rand::random())),
         hostname: crate::hostname(),
         username: crate::username(),
         pid: std::process::id(),
     };
-    let sealed = seal_object(key, ad::LOCK, &info, 0);
-    let name = Id::of_object(&sealed).to_hex();
-    storage.write(ObjectKind::Lock, &name, &sealed)?;
-    let guard = LockGuard {
+    let held = Arc::new(Held {
         storage: storage.clone(),
-        name: name.clone(),
+        key: key.clone(),
+        info: Mutex::new(info.clone()),
+        name: Mutex::new(String::new()),
+        last_refresh: Mutex::new(Instant::now()),
+        lost: AtomicBool::new(false),
+        timing,
+    });
+    let name = held.write(&info)?;
+    *lock(&held.name) = name.clone();
+    let (stop, stopped) = crossbeam_channel::bounded(0);
+    let refresher = {
+        let held = held.clone();
+        std::thread::spawn(move || refresh_loop(held, stopped))
     };
-    for other in storage.list(ObjectKind::Lock)? {
+    let guard = LockGuard {
+        held,
+        stop: Some(stop),
+        refresher: Some(refresher),
+    };
+    for other in live_locks(storage, key, &timing)? {
         if other.name == name {
             continue;
         }
-        let Ok(data) = storage.read(ObjectKind::Lock, &other.name) else {
-            continue;
-        };
-        let Ok(theirs) = open_object::<LockInfo>(key, ad::LOCK, &data, "lock") else {
-            continue;
-        };
-        if theirs.hostname == info.hostname && !process_alive(theirs.pid) {
-            // Left by a process of this host that no longer runs (killed,
-            // crashed): it holds nothing, so it is removed.
-            tracing::info!("removing stale lock {} of PID {}", other.name, theirs.pid);
-            let _ = storage.remove(ObjectKind::Lock, &other.name);
-            continue;
-        }
-        if exclusive || theirs.exclusive {
-            return Err(Error::new(
-                ErrorKind::Locked,
-                format!(
-                    "repository is locked {} by PID {} on {} since {}; if that process is gone, run `strata unlock --remove-all` (lock {})",
-                    if theirs.exclusive { "exclusively" } else { "" },
-                    theirs.pid,
-                    theirs.hostname,
-                    theirs.time,
-                    other.name
-                ),
-            ));
+        let Some(theirs) = other.info else { continue };
+        if info.conflicts(theirs.kind()) {
+            return Err(conflict(&theirs, &other.name));
         }
     }
     Ok(guard)
 }
 
-/// Remove locks: those of processes of this host that no longer run, or
-/// every lock with `all` (for locks of other hosts known to be dead).
+fn conflict(theirs: &LockInfo, name: &str) -> Error {
+    let how = match theirs.kind() {
+        LockKind::Exclusive => "exclusively ",
+        LockKind::Maintenance => "for maintenance ",
+        LockKind::Shared => "",
+    };
+    Error::new(
+        ErrorKind::Locked,
+        format!(
+            "repository is locked {how}by PID {} on {} (last refreshed {}); if that process is gone, run `strata unlock --remove-all` (lock {name})",
+            theirs.pid, theirs.hostname, theirs.time
+        ),
+    )
+}
+
+/// Remove stale locks (of dead processes of this host, or not refreshed
+/// for too long), or every lock with `all` (for locks known to be dead).
 /// Returns the names removed.
 pub(crate) fn remove_stale(
     storage: &Arc<dyn Storage>,
     key: &MasterKey,
+    timing: &LockTiming,
     all: bool,
 ) -> Result<Vec<String>> {
-    let host = crate::hostname();
+    let before: Vec<String> = storage
+        .list(ObjectKind::Lock)?
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    let live: Vec<String> = if all {
+        Vec::new()
+    } else {
+        live_locks(storage, key, timing)?
+            .into_iter()
+            .map(|l| l.name)
+            .collect()
+    };
     let mut removed = Vec::new();
-    for info in storage.list(ObjectKind::Lock)? {
-        let stale = all || {
-            let lock = storage
-                .read(ObjectKind::Lock, &info.name)
-                .and_then(|d| open_object::<LockInfo>(key, ad::LOCK, &d, "lock"));
-            matches!(lock, Ok(l) if l.hostname == host && !process_alive(l.pid))
-        };
-        if stale {
-            storage.remove(ObjectKind::Lock, &info.name)?;
-            removed.push(info.name);
-        }
+    for name in before.into_iter().filter(|n| !live.contains(n)) {
+        storage.remove(ObjectKind::Lock, &name)?;
+        removed.push(name);
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStorage;
+
+    fn setup() -> (Arc<dyn Storage>, MasterKey) {
+        (Arc::new(MemoryStorage::new()), MasterKey::random())
+    }
+
+    const FAST: LockTiming = LockTiming {
+        refresh: Duration::from_millis(20),
+        stale_after: Duration::from_secs(3600),
+    };
+
+    #[test]
+    fn kinds_conflict_as_documented() {
+        let (s, k) = setup();
+        let t = LockTiming::default();
+        let shared = acquire(&s, &k, LockKind::Shared, t).unwrap();
+        let maint = acquire(&s, &k, LockKind::Maintenance, t).unwrap();
+        assert!(acquire(&s, &k, LockKind::Maintenance, t).is_err());
+        assert!(acquire(&s, &k, LockKind::Exclusive, t).is_err());
+        let _second_shared = acquire(&s, &k, LockKind::Shared, t).unwrap();
+        drop((shared, maint));
+    }
+
+    #[test]
+    fn refresh_keeps_the_origin_and_replaces_the_object() {
+        let (s, k) = setup();
+        let guard = acquire(&s, &k, LockKind::Shared, FAST).unwrap();
+        let first = s.list(ObjectKind::Lock).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let later = s.list(ObjectKind::Lock).unwrap();
+        assert_eq!(later.len(), 1, "the old object is removed on refresh");
+        assert_ne!(first[0].name, later[0].name);
+        let found = live_locks(&s, &k, &FAST).unwrap();
+        assert_eq!(found[0].origin(), guard.origin().unwrap());
+        guard.check().unwrap();
+        drop(guard);
+        assert!(s.list(ObjectKind::Lock).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_removed_lock_is_lost_and_check_fails() {
+        let (s, k) = setup();
+        let guard = acquire(&s, &k, LockKind::Shared, FAST).unwrap();
+        for l in s.list(ObjectKind::Lock).unwrap() {
+            s.remove(ObjectKind::Lock, &l.name).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let err = guard.check().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Locked);
+    }
+
+    #[test]
+    fn old_locks_of_other_hosts_are_stale() {
+        let (s, k) = setup();
+        let old = LockInfo {
+            time: jiff::Timestamp::now() - jiff::SignedDuration::from_secs(3 * 3600),
+            exclusive: true,
+            maintenance: false,
+            origin: None,
+            hostname: "elsewhere.invalid".into(),
+            username: "u".into(),
+            pid: 1,
+        };
+        s.write(ObjectKind::Lock, "aa", &seal_object(&k, ad::LOCK, &old, 0))
+            .unwrap();
+        let fresh = LockInfo {
+            time: jiff::Timestamp::now(),
+            ..old
+        };
+        s.write(
+            ObjectKind::Lock,
+            "bb",
+            &seal_object(&k, ad::LOCK, &fresh, 0),
+        )
+        .unwrap();
+        let live = live_locks(&s, &k, &LockTiming::default()).unwrap();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].name, "bb");
+        assert_eq!(s.list(ObjectKind::Lock).unwrap().len(), 1);
+        // the fresh exclusive lock of the other host still blocks
+        assert!(acquire(&s, &k, LockKind::Shared, LockTiming::default()).is_err());
+    }
 }

@@ -4,7 +4,7 @@ mod index;
 pub mod lock;
 
 pub use index::{BlobLocation, Index};
-pub use lock::{LockGuard, LockInfo};
+pub use lock::{FoundLock, LockGuard, LockInfo, LockKind, LockTiming};
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -33,6 +33,7 @@ pub struct Repository {
     key_name: String,
     config: Config,
     index: RwLock<Index>,
+    lock_timing: LockTiming,
 }
 
 impl Repository {
@@ -79,6 +80,7 @@ impl Repository {
             key_name,
             config,
             index: RwLock::default(),
+            lock_timing: LockTiming::default(),
         })
     }
 
@@ -107,6 +109,7 @@ impl Repository {
             key_name,
             config,
             index: RwLock::default(),
+            lock_timing: LockTiming::default(),
         })
     }
 
@@ -122,14 +125,25 @@ impl Repository {
         &self.config
     }
 
-    /// Take a shared or exclusive lock, held until the guard is dropped.
-    pub fn lock(&self, exclusive: bool) -> Result<LockGuard> {
-        lock::acquire(&self.storage, &self.key, exclusive)
+    /// Take a lock, held (and refreshed) until the guard is dropped.
+    pub fn lock(&self, kind: LockKind) -> Result<LockGuard> {
+        lock::acquire(&self.storage, &self.key, kind, self.lock_timing)
     }
 
-    /// Remove stale locks (of dead processes of this host), or all locks.
+    /// Change how often locks are refreshed and when they are stale
+    /// (tests use short times; the defaults suit real use).
+    pub fn set_lock_timing(&mut self, timing: LockTiming) {
+        self.lock_timing = timing;
+    }
+
+    /// Remove stale locks, or all locks.
     pub fn unlock(&self, all: bool) -> Result<Vec<String>> {
-        lock::remove_stale(&self.storage, &self.key, all)
+        lock::remove_stale(&self.storage, &self.key, &self.lock_timing, all)
+    }
+
+    /// Every lock held now; stale ones are removed on the way.
+    pub fn live_locks(&self) -> Result<Vec<FoundLock>> {
+        lock::live_locks(&self.storage, &self.key, &self.lock_timing)
     }
 
     /// Read every index file into memory. Damaged index files are errors.

@@ -22,7 +22,7 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
-use crate::repository::Repository;
+use crate::repository::{LockKind, Repository};
 
 pub use fsops::remove_any;
 
@@ -95,7 +95,7 @@ pub fn run(
     opts: &RestoreOptions,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreSummary> {
-    let _lock = repo.lock(false)?;
+    let _lock = repo.lock(LockKind::Shared)?;
     repo.load_index()?;
     let filter = PathFilter::new(&opts.include, &opts.exclude, opts.delete)?;
     let (roots, start) = resolve_subpath(repo, tree, opts.subpath.as_deref())?;

@@ -124,6 +124,11 @@ impl Storage for LocalStorage {
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let suffix = hex::encode(crate::crypto::random_bytes::<8>());
         let tmp = dir.join(format!("{TMP_PREFIX}{name}-{suffix}"));
+        if !dir.exists() {
+            // A kind added after this repository was created.
+            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "cannot create", e))?;
+            sync_dir(dir.parent().unwrap_or(&self.root))?;
+        }
         let result = write_durably(&tmp, data).and_then(|()| {
             fs::rename(&tmp, &path).map_err(|e| Error::io(&path, "cannot rename into", e))
         });

@@ -34,16 +34,19 @@ pub enum ObjectKind {
     Index,
     Snapshot,
     Lock,
+    /// Prune's lists of packs waiting to be deleted (see docs/design.md).
+    Condemned,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 6] = [
+    pub const ALL: [ObjectKind; 7] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
         ObjectKind::Index,
         ObjectKind::Snapshot,
         ObjectKind::Lock,
+        ObjectKind::Condemned,
     ];
 
     /// The directory (or key prefix) of this kind in a repository.
@@ -55,6 +58,7 @@ impl ObjectKind {
             ObjectKind::Index => "index",
             ObjectKind::Snapshot => "snapshots",
             ObjectKind::Lock => "locks",
+            ObjectKind::Condemned => "condemned",
         }
     }
 

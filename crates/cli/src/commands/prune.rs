@@ -1,0 +1,177 @@
+use anyhow::Result;
+use serde_json::json;
+use strata_core::maintenance::prune::{self, PruneOptions, PrunePlan, PruneReport, UnusedLimit};
+
+use crate::output;
+use crate::repo::{self, GlobalArgs};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PruneArgs {
+    /// Unused data tolerated in kept packs: a share of all data (`5%`), a
+    /// size (`100M`), or `unlimited`. Packs are repacked until below it.
+    #[arg(long, default_value = "5%", value_name = "LIMIT", value_parser = parse_limit)]
+    max_unused: UnusedLimit,
+    /// Repack at most this much data in one run (e.g. `2G`).
+    #[arg(long, value_name = "SIZE", value_parser = super::backup::parse_size)]
+    max_repack_size: Option<u64>,
+}
+
+impl PruneArgs {
+    pub fn options(&self) -> PruneOptions {
+        PruneOptions {
+            max_unused: self.max_unused,
+            max_repack_size: self.max_repack_size,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Prune runs beside backups: packs it finds unused leave the index at once and \
+are deleted when every command that held a lock at that moment has finished \
+(by this prune if none did, otherwise by the next one).")]
+pub struct Args {
+    #[command(flatten)]
+    prune: PruneArgs,
+    /// Print the plan and the space it frees without changing anything.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+}
+
+fn parse_limit(s: &str) -> Result<UnusedLimit, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("unlimited") {
+        return Ok(UnusedLimit::Unlimited);
+    }
+    if let Some(p) = t.strip_suffix('%') {
+        let p: f64 = p
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a percentage like 5%"))?;
+        if !(0.0..=100.0).contains(&p) {
+            return Err(format!("{s:?} is not between 0% and 100%"));
+        }
+        return Ok(UnusedLimit::Percent(p));
+    }
+    super::backup::parse_size(t).map(UnusedLimit::Bytes)
+}
+
+pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
+    let repo = std::sync::Arc::new(repo::open(global)?);
+    prune_repository(global, &repo, &args.prune, args.dry_run)
+}
+
+/// Prune and print the outcome (shared with `forget --prune`).
+pub fn prune_repository(
+    global: &GlobalArgs,
+    repo: &std::sync::Arc<strata_core::repository::Repository>,
+    args: &PruneArgs,
+    dry_run: bool,
+) -> Result<u8> {
+    let (plan, report) = prune::run(repo, &args.options(), dry_run)?;
+    if global.json {
+        println!("{}", to_json(&plan, &report, dry_run));
+    } else if !global.quiet {
+        print_plan(&plan);
+        print_report(&plan, &report, dry_run);
+    }
+    Ok(crate::exit::OK)
+}
+
+fn sum(packs: &[prune::PackUse]) -> u64 {
+    packs.iter().map(|p| p.size).sum()
+}
+
+fn print_plan(plan: &PrunePlan) {
+    let (used, unused) = (plan.used_bytes(), plan.unused_bytes());
+    println!(
+        "{} snapshots use {} of packed data; {} is unused",
+        plan.snapshots,
+        output::bytes(used),
+        output::bytes(unused)
+    );
+    println!(
+        "packs: {} kept, {} to delete ({}), {} to repack ({}), {} not indexed ({})",
+        plan.keep.len(),
+        plan.delete.len(),
+        output::bytes(sum(&plan.delete)),
+        plan.repack.len(),
+        output::bytes(sum(&plan.repack)),
+        plan.unindexed.len(),
+        output::bytes(plan.unindexed.iter().map(|o| o.size).sum())
+    );
+    let total = used + plan.unused_after();
+    println!(
+        "frees {}; unused data left: {} ({:.1}%)",
+        output::bytes(plan.freed_bytes()),
+        output::bytes(plan.unused_after()),
+        if total == 0 {
+            0.0
+        } else {
+            plan.unused_after() as f64 * 100.0 / total as f64
+        }
+    );
+    for p in &plan.pending {
+        println!(
+            "an earlier prune ({}) condemned {} packs ({}); {} of the commands it waits for still run",
+            output::local_time(p.time),
+            p.packs,
+            output::bytes(p.bytes),
+            p.waiting_for
+        );
+    }
+}
+
+fn print_report(plan: &PrunePlan, report: &PruneReport, dry_run: bool) {
+    if dry_run {
+        println!("dry run: nothing was changed");
+        return;
+    }
+    if plan.is_empty() && report.sweep.deleted_packs == 0 {
+        println!("nothing to prune");
+        return;
+    }
+    let s = &report.sweep;
+    println!(
+        "repacked {} blobs; deleted {} packs ({})",
+        report.repacked_blobs,
+        s.deleted_packs,
+        output::bytes(s.deleted_bytes)
+    );
+    if s.rescued_packs > 0 {
+        println!(
+            "{} condemned packs are needed by snapshots written since and were indexed again",
+            s.rescued_packs
+        );
+    }
+    if s.waiting_packs > 0 {
+        println!(
+            "{} packs ({}) wait for commands that were running to finish; the next prune deletes them",
+            s.waiting_packs,
+            output::bytes(s.waiting_bytes)
+        );
+    }
+}
+
+fn to_json(plan: &PrunePlan, report: &PruneReport, dry_run: bool) -> serde_json::Value {
+    let s = &report.sweep;
+    json!({
+        "dry_run": dry_run,
+        "snapshots": plan.snapshots,
+        "used_bytes": plan.used_bytes(),
+        "unused_bytes": plan.unused_bytes(),
+        "unused_after_bytes": plan.unused_after(),
+        "freed_bytes": plan.freed_bytes(),
+        "packs_kept": plan.keep.len(),
+        "packs_to_delete": plan.delete.len(),
+        "packs_to_repack": plan.repack.len(),
+        "packs_unindexed": plan.unindexed.len(),
+        "repacked_blobs": report.repacked_blobs,
+        "condemned_packs": report.condemned_packs,
+        "deleted_packs": s.deleted_packs,
+        "deleted_bytes": s.deleted_bytes,
+        "rescued_packs": s.rescued_packs,
+        "waiting_packs": s.waiting_packs,
+        "waiting_bytes": s.waiting_bytes,
+    })
+}

@@ -1,0 +1,27 @@
+//! Condemned lists: packs a prune has removed from the index and will delete
+//! once every lock held at that moment is gone. Sealed CBOR in `condemned/`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::Id;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Condemned {
+    pub version: u32,
+    /// When the list was written (for messages only; safety uses `locks`).
+    pub time: jiff::Timestamp,
+    pub hostname: String,
+    /// Origins of the locks that existed after the packs left the index:
+    /// their holders may have loaded an index that still listed them.
+    pub locks: Vec<Id>,
+    pub packs: Vec<CondemnedPack>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CondemnedPack {
+    pub id: Id,
+    pub size: u64,
+    /// The blobs the pack holds, so a snapshot that came to need one can be
+    /// noticed without reading the pack.
+    pub blobs: Vec<Id>,
+}
