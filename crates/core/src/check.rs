@@ -137,6 +137,13 @@ fn load_indexes(
         }
     }
     report.blobs = index.len();
+    repo.add_condemned(&mut index)?;
+    if index.fallback_len() > 0 {
+        report.warnings.push(format!(
+            "{} blobs are only in packs a prune condemned while backups ran; they stay readable, and the next prune indexes again those that snapshots need",
+            index.fallback_len()
+        ));
+    }
     repo.replace_index(index);
     Ok(packs)
 }
@@ -230,7 +237,7 @@ fn check_snapshots(repo: &Repository, report: &mut CheckReport) -> Result<()> {
                     },
                     NodeKind::File => {
                         for blob in node.content.iter().flatten() {
-                            if !repo.index().contains(blob) && missing_reported.insert(*blob) {
+                            if repo.index().get(blob).is_none() && missing_reported.insert(*blob) {
                                 report.errors.push(format!(
                                     "snapshot {}: {child}: data blob {} is missing",
                                     id.short(),

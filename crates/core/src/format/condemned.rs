@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::index::IndexBlob;
 use crate::id::Id;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -21,7 +22,7 @@ pub struct Condemned {
 pub struct CondemnedPack {
     pub id: Id,
     pub size: u64,
-    /// The blobs the pack holds, so a snapshot that came to need one can be
-    /// noticed without reading the pack.
-    pub blobs: Vec<Id>,
+    /// The blobs the pack holds, as its header lists them: readers still
+    /// find them here until the pack is deleted.
+    pub blobs: Vec<IndexBlob>,
 }

@@ -24,10 +24,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::condemned::{Condemned, CondemnedPack};
-use crate::format::index::{IndexFile, IndexPack};
-use crate::format::pack::PackEntry;
-use crate::format::tree::Tree;
-use crate::format::{ad, from_cbor, open_object, seal_object, VERSION};
+use crate::format::index::{IndexBlob, IndexFile, IndexPack};
+use crate::format::{ad, seal_object, VERSION};
 use crate::id::Id;
 use crate::packer::BlobSaver;
 use crate::repository::{LockGuard, LockKind, Repository};
@@ -192,17 +190,11 @@ struct Refs {
 impl Refs {
     /// Count the snapshots not counted yet. Any unreadable snapshot or tree
     /// stops prune: what it references cannot be known.
-    fn update(&mut self, repo: &Repository, lists: &mut Lists) -> Result<usize> {
-        let (snaps, bad) = repo.snapshots()?;
-        if let Some((name, e)) = bad.into_iter().next() {
-            return Err(e.context(format!(
-                "snapshot {name} is unreadable, so prune cannot know what it needs; run `strata check` (and `strata forget {name}` if it is damaged beyond use)"
-            )));
-        }
+    fn update(&mut self, repo: &Repository, snaps: Snapshots) -> Result<usize> {
         let count = snaps.len();
         for (id, snap) in snaps {
             if self.snapshots.insert(id) {
-                self.walk(repo, lists, snap.tree).map_err(|e| {
+                self.walk(repo, snap.tree).map_err(|e| {
                     e.context(format!(
                         "snapshot {}: prune cannot know what it needs; run `strata check`",
                         id.short()
@@ -213,13 +205,15 @@ impl Refs {
         Ok(count)
     }
 
-    fn walk(&mut self, repo: &Repository, lists: &mut Lists, root: Id) -> Result<()> {
+    fn walk(&mut self, repo: &Repository, root: Id) -> Result<()> {
         let mut stack = vec![root];
         while let Some(id) = stack.pop() {
             if !self.used.insert(id) {
                 continue;
             }
-            let tree = lists.load_tree(repo, &id)?;
+            // The loaded index also reads condemned packs: a snapshot of a
+            // backup that ran beside the prune that condemned them may need them.
+            let tree = repo.load_tree(&id)?;
             for node in tree.nodes {
                 self.used.extend(node.content.into_iter().flatten());
                 stack.extend(node.subtree);
@@ -229,34 +223,37 @@ impl Refs {
     }
 }
 
-/// The condemned lists in the repository, and where their blobs are.
+type Snapshots = Vec<(Id, crate::format::snapshot::Snapshot)>;
+
+/// Every snapshot, listed *before* the index is loaded: a snapshot is
+/// written after the index files listing its blobs, so those files are then
+/// sure to be read too.
+fn list_snapshots(repo: &Repository) -> Result<Snapshots> {
+    let (snaps, bad) = repo.snapshots()?;
+    if let Some((name, e)) = bad.into_iter().next() {
+        return Err(e.context(format!(
+            "snapshot {name} is unreadable, so prune cannot know what it needs; run `strata check` (and `strata forget {name}` if it is damaged beyond use)"
+        )));
+    }
+    Ok(snaps)
+}
+
+/// The condemned lists in the repository, and which blobs they hold.
 #[derive(Default)]
 struct Lists {
     lists: Vec<(String, Condemned)>,
-    /// Blob → a condemned pack holding it, with the pack's size.
-    blobs: HashMap<Id, (Id, u64)>,
-    headers: HashMap<Id, Vec<PackEntry>>,
+    blobs: HashSet<Id>,
 }
 
 impl Lists {
     fn load(repo: &Repository) -> Result<Lists> {
-        let mut out = Lists::default();
-        for info in repo.storage().list(ObjectKind::Condemned)? {
-            let sealed = repo.storage().read(ObjectKind::Condemned, &info.name)?;
-            let list: Condemned = open_object(
-                repo.key(),
-                ad::CONDEMNED,
-                &sealed,
-                &format!("condemned list {}", info.name),
-            )?;
-            for pack in &list.packs {
-                for blob in &pack.blobs {
-                    out.blobs.insert(*blob, (pack.id, pack.size));
-                }
-            }
-            out.lists.push((info.name, list));
-        }
-        Ok(out)
+        let lists = repo.condemned_lists()?;
+        let blobs = lists
+            .iter()
+            .flat_map(|(_, l)| &l.packs)
+            .flat_map(|p| p.blobs.iter().map(|b| b.id))
+            .collect();
+        Ok(Lists { lists, blobs })
     }
 
     fn packs(&self) -> HashSet<Id> {
@@ -264,39 +261,6 @@ impl Lists {
             .iter()
             .flat_map(|(_, l)| l.packs.iter().map(|p| p.id))
             .collect()
-    }
-
-    /// A tree from the index, or else from a condemned pack: a snapshot
-    /// written by a backup that started before the condemnation may need it.
-    fn load_tree(&mut self, repo: &Repository, id: &Id) -> Result<Tree> {
-        if repo.index().contains(id) {
-            return repo.load_tree(id);
-        }
-        let Some(&(pack, size)) = self.blobs.get(id) else {
-            return Err(Error::missing(format!(
-                "tree {id} is in no index; run `strata check`, then `strata repair index`"
-            )));
-        };
-        let name = pack.to_hex();
-        let header = match self.headers.entry(pack) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(repo.read_pack_header(&name, size)?)
-            }
-        };
-        let entry = header
-            .iter()
-            .find(|e| e.id == *id)
-            .copied()
-            .ok_or_else(|| Error::corrupted(format!("pack {name} does not hold tree {id}")))?;
-        let sealed = repo.storage().read_range(
-            ObjectKind::Pack,
-            &name,
-            u64::from(entry.offset),
-            u64::from(entry.length),
-        )?;
-        let plain = repo.open_blob(id, entry.kind, &sealed, entry.raw_length)?;
-        from_cbor(&plain, &format!("tree {id}"))
     }
 }
 
@@ -319,9 +283,8 @@ pub fn run(
     if !dry_run {
         report.sweep = sweep(repo, &lock, &mut refs)?;
     }
-    repo.load_index()?;
-    let mut lists = Lists::load(repo)?;
-    let mut plan = plan(repo, opts, &mut refs, &mut lists)?;
+    let lists = Lists::load(repo)?;
+    let mut plan = plan(repo, opts, &mut refs, &lists)?;
     plan.pending = pending(repo, &lists, &lock)?;
     if dry_run || plan.is_empty() {
         return Ok((plan, report));
@@ -338,17 +301,22 @@ fn plan(
     repo: &Repository,
     opts: &PruneOptions,
     refs: &mut Refs,
-    lists: &mut Lists,
+    lists: &Lists,
 ) -> Result<PrunePlan> {
     let mut plan = PrunePlan::default();
+    let snaps = list_snapshots(repo)?;
+    let mut index = crate::repository::Index::default();
     for info in repo.storage().list(ObjectKind::Index)? {
         let file = repo.read_index_file(&info.name)?;
+        index.add_file(&file);
         for pack in file.packs {
             plan.indexed.insert(pack.id, pack);
         }
         plan.index_files.push(info.name);
     }
-    plan.snapshots = refs.update(repo, lists)?;
+    repo.add_condemned(&mut index)?;
+    repo.replace_index(index);
+    plan.snapshots = refs.update(repo, snaps)?;
     let stored: HashMap<Id, u64> = pack_sizes(repo)?;
     if let Some(missing) = plan.indexed.keys().find(|p| !stored.contains_key(p)) {
         return Err(Error::missing(format!(
@@ -419,7 +387,7 @@ fn check_complete(plan: &PrunePlan, refs: &Refs, lists: &Lists) -> Result<()> {
     let missing = refs
         .used
         .iter()
-        .filter(|b| !plan.keep_in.contains_key(b) && !lists.blobs.contains_key(b))
+        .filter(|b| !plan.keep_in.contains_key(b) && !lists.blobs.contains(b))
         .count();
     if missing > 0 {
         return Err(Error::missing(format!(
@@ -566,7 +534,7 @@ fn condemn(repo: &Repository, plan: &PrunePlan, lock: &LockGuard) -> Result<usiz
         .map(|p| CondemnedPack {
             id: p.id,
             size: plan.size_of(&p.id),
-            blobs: p.blobs.iter().map(|b| b.id).collect(),
+            blobs: p.blobs.clone(),
         })
         .collect();
     for info in &plan.unindexed {
@@ -602,7 +570,7 @@ impl PrunePlan {
 fn unindexed_pack(repo: &Repository, info: &ObjectInfo) -> Result<CondemnedPack> {
     let id = Id::from_hex(&info.name)?;
     let blobs = match repo.read_pack_header(&info.name, info.size) {
-        Ok(entries) => entries.iter().map(|e| e.id).collect(),
+        Ok(entries) => entries.iter().map(IndexBlob::from).collect(),
         Err(e) => {
             tracing::warn!(
                 "pack {}: header unreadable ({e}); it holds nothing usable",
@@ -620,9 +588,10 @@ fn unindexed_pack(repo: &Repository, info: &ObjectInfo) -> Result<CondemnedPack>
 
 /// Step 2: delete the packs of condemned lists whose locks are all gone.
 fn sweep(repo: &Repository, lock: &LockGuard, refs: &mut Refs) -> Result<SweepReport> {
-    let mut lists = Lists::load(repo)?;
+    let lists = Lists::load(repo)?;
     let held = held_origins(repo, lock)?;
-    let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut lists.lists)
+    let (ready, waiting): (Vec<_>, Vec<_>) = lists
+        .lists
         .into_iter()
         .partition(|(_, l)| l.locks.iter().all(|o| !held.contains(o)));
     let mut report = SweepReport {
@@ -634,21 +603,14 @@ fn sweep(repo: &Repository, lock: &LockGuard, refs: &mut Refs) -> Result<SweepRe
             .sum(),
         ..SweepReport::default()
     };
-    lists.lists = waiting;
     if ready.is_empty() {
         return Ok(report);
     }
     // Every backup that may have seen these packs in an index is done, and
     // its snapshot is visible now: it was written before its lock went.
+    let snaps = list_snapshots(repo)?;
     repo.load_index()?;
-    for (_, l) in &ready {
-        for pack in &l.packs {
-            for blob in &pack.blobs {
-                lists.blobs.insert(*blob, (pack.id, pack.size));
-            }
-        }
-    }
-    refs.update(repo, &mut lists)?;
+    refs.update(repo, snaps)?;
     let stored = pack_sizes(repo)?;
     let indexed: HashSet<Id> = repo.index().packs().copied().collect();
     let mut rescued = Vec::new();
@@ -661,15 +623,14 @@ fn sweep(repo: &Repository, lock: &LockGuard, refs: &mut Refs) -> Result<SweepRe
         if indexed.contains(&pack.id) {
             continue; // listed again (by `repair index`): live
         }
-        let needed = pack.blobs.iter().any(|b| {
+        let needed = pack.blobs.iter().map(|b| &b.id).any(|b| {
             refs.used.contains(b) && !repo.index().contains(b) && !rescued_blobs.contains(b)
         });
         if needed {
-            let entries = repo.read_pack_header(&pack.id.to_hex(), size)?;
-            rescued_blobs.extend(entries.iter().map(|e| e.id));
+            rescued_blobs.extend(pack.blobs.iter().map(|b| b.id));
             rescued.push(IndexPack {
                 id: pack.id,
-                blobs: entries.iter().map(Into::into).collect(),
+                blobs: pack.blobs.clone(),
             });
         } else {
             delete.push((pack.id, size));

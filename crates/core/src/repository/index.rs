@@ -19,8 +19,13 @@ pub struct BlobLocation {
 #[derive(Default, Debug)]
 pub struct Index {
     blobs: HashMap<Id, BlobLocation>,
-    /// Pack id → number of blobs listed for it.
+    /// Pack id → number of blobs index files list in it, duplicates included:
+    /// a pack whose blobs all have other copies is still listed (and prune
+    /// must not delete a pack an index file lists).
     packs: HashMap<Id, u32>,
+    /// Blobs in packs a prune condemned: readable until swept, never used
+    /// for deduplication (docs/design.md, "Prune").
+    fallback: HashMap<Id, BlobLocation>,
 }
 
 impl Index {
@@ -40,17 +45,41 @@ impl Index {
             length: blob.length,
             raw_length: blob.raw_length,
         };
-        if self.blobs.insert(blob.id, loc).is_none() {
-            *self.packs.entry(pack).or_default() += 1;
-        }
+        *self.packs.entry(pack).or_default() += 1;
+        // The first location stays: later duplicates add nothing to reads.
+        self.blobs.entry(blob.id).or_insert(loc);
     }
 
+    /// Add a blob of a condemned pack, found by reads only.
+    pub fn add_fallback(&mut self, pack: Id, blob: &IndexBlob) {
+        self.fallback.entry(blob.id).or_insert(BlobLocation {
+            pack,
+            kind: blob.kind,
+            offset: blob.offset,
+            length: blob.length,
+            raw_length: blob.raw_length,
+        });
+    }
+
+    /// Where to read a blob: an index file's location, or else one in a
+    /// condemned pack. A snapshot written by a backup that ran beside a
+    /// prune may need the latter until the next prune indexes it again.
     pub fn get(&self, id: &Id) -> Option<&BlobLocation> {
-        self.blobs.get(id)
+        self.blobs.get(id).or_else(|| self.fallback.get(id))
     }
 
+    /// Whether an index file lists the blob: only such blobs may be
+    /// referenced by new snapshots.
     pub fn contains(&self, id: &Id) -> bool {
         self.blobs.contains_key(id)
+    }
+
+    /// Blobs found only in condemned packs.
+    pub fn fallback_len(&self) -> usize {
+        self.fallback
+            .keys()
+            .filter(|id| !self.blobs.contains_key(id))
+            .count()
     }
 
     pub fn len(&self) -> usize {
@@ -67,5 +96,41 @@ impl Index {
 
     pub fn iter(&self) -> impl Iterator<Item = (&Id, &BlobLocation)> {
         self.blobs.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(pack: u8, blob: u8) -> IndexFile {
+        IndexFile {
+            version: 1,
+            packs: vec![crate::format::index::IndexPack {
+                id: Id([pack; 32]),
+                blobs: vec![IndexBlob {
+                    id: Id([blob; 32]),
+                    kind: BlobKind::Data,
+                    offset: 0,
+                    length: 10,
+                    raw_length: 10,
+                }],
+            }],
+        }
+    }
+
+    /// Regression: a pack holding only copies of blobs indexed elsewhere
+    /// was missing from `packs()`, and prune's sweep deleted it although an
+    /// index file listed it.
+    #[test]
+    fn a_pack_of_duplicates_is_still_listed() {
+        let mut index = Index::default();
+        index.add_file(&file(1, 9));
+        index.add_file(&file(2, 9));
+        let mut packs: Vec<u8> = index.packs().map(|p| p.0[0]).collect();
+        packs.sort();
+        assert_eq!(packs, [1, 2]);
+        assert_eq!(index.get(&Id([9; 32])).unwrap().pack, Id([1; 32]));
+        assert_eq!(index.len(), 1);
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use crate::crypto::{KdfParams, MasterKey};
 use crate::error::{Error, ErrorKind, Result};
+use crate::format::condemned::Condemned;
 use crate::format::config::Config;
 use crate::format::index::IndexFile;
 use crate::format::key::KeyFile;
@@ -146,15 +147,52 @@ impl Repository {
         lock::live_locks(&self.storage, &self.key, &self.lock_timing)
     }
 
-    /// Read every index file into memory. Damaged index files are errors.
+    /// Read every index file into memory, and the condemned lists of prunes
+    /// as a fallback for reads (see [`Index::get`]). Damaged index files are
+    /// errors.
     pub fn load_index(&self) -> Result<()> {
         let mut index = Index::default();
         for info in self.storage.list(ObjectKind::Index)? {
             let file = self.read_index_file(&info.name)?;
             index.add_file(&file);
         }
+        self.add_condemned(&mut index)?;
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
         Ok(())
+    }
+
+    /// Add the packs prunes condemned to `index` as a fallback for reads.
+    pub fn add_condemned(&self, index: &mut Index) -> Result<()> {
+        for (_, list) in self.condemned_lists()? {
+            for pack in &list.packs {
+                for blob in &pack.blobs {
+                    index.add_fallback(pack.id, blob);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The condemned lists of prunes, waiting for their sweep.
+    pub fn condemned_lists(&self) -> Result<Vec<(String, Condemned)>> {
+        let mut out = Vec::new();
+        for info in self.storage.list(ObjectKind::Condemned)? {
+            let sealed = match self.storage.read(ObjectKind::Condemned, &info.name) {
+                Ok(s) => s,
+                // swept since it was listed
+                Err(e) if e.kind() == ErrorKind::Missing => continue,
+                Err(e) => return Err(e),
+            };
+            check_name(&sealed, &info.name, "condemned list")?;
+            let list = open_object(
+                &self.key,
+                ad::CONDEMNED,
+                &sealed,
+                &format!("condemned list {}", info.name),
+            )?;
+            out.push((info.name, list));
+        }
+        Ok(out)
     }
 
     pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
