@@ -92,6 +92,22 @@ fn last_json(stdout: &[u8]) -> Value {
     serde_json::from_str(text.lines().last().expect("no output")).unwrap()
 }
 
+/// Run a command that must exit with `code` and print one JSON value a line.
+fn json_lines(cmd: &mut Command, code: i32) -> Vec<Value> {
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn write(path: &Path, data: &[u8]) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, data).unwrap();
@@ -1348,4 +1364,56 @@ fn repair_index_rebuilds_a_lost_index_from_the_packs() {
         .assert()
         .success();
     assert_eq!(tree_files(&src), tree_files(&target.join("data")));
+}
+
+/// Pack files written since `before` was listed, biggest first.
+fn packs_since(env: &Env, before: &[PathBuf]) -> Vec<PathBuf> {
+    let mut new: Vec<PathBuf> = objects(&env.repo().join("data"))
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    new.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
+    new
+}
+
+/// Back up the sample tree, change it with `edit`, back it up again.
+/// Returns the source, the first backup's packs (biggest first) and the
+/// two snapshot ids.
+fn two_backups(env: &Env, edit: impl FnOnce(&Path)) -> (PathBuf, Vec<PathBuf>, [String; 2]) {
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    env.backup(&[src.to_str().unwrap()]);
+    let first_packs = packs_since(env, &[]);
+    edit(&src);
+    env.backup(&[src.to_str().unwrap()]);
+    let snaps = env.snapshots();
+    let ids = [0, 1].map(|i| snaps[i]["id"].as_str().unwrap().to_string());
+    (src, first_packs, ids)
+}
+
+#[test]
+fn check_names_every_snapshot_that_shares_a_damaged_blob() {
+    let env = Env::new();
+    let (_, first_packs, both) = two_backups(&env, |src| {
+        write(&src.join("more.txt"), b"second backup\n");
+    });
+    // big.bin's data, stored once by the first backup, is lost to both.
+    fs::remove_file(&first_packs[0]).unwrap();
+    for repaired_index in [false, true] {
+        if repaired_index {
+            // Then the blobs are not even in the index any more.
+            env.cmd().args(["repair", "index"]).assert().success();
+        }
+        let report = json_lines(env.cmd().args(["check", "--json"]), 1);
+        assert_eq!(report[0]["damaged_snapshots"], serde_json::json!(both));
+        let out = env.cmd().arg("check").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let shared = format!(
+            "error: snapshots {}, {}: /data/big.bin: data blob",
+            &both[0][..8],
+            &both[1][..8]
+        );
+        assert!(stderr.contains(&shared), "{stderr}");
+    }
 }
