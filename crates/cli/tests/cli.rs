@@ -1392,6 +1392,163 @@ fn two_backups(env: &Env, edit: impl FnOnce(&Path)) -> (PathBuf, Vec<PathBuf>, [
     (src, first_packs, ids)
 }
 
+/// Restore `snapshot` with `--verify` into a fresh directory.
+fn restore_verified(env: &Env, snapshot: &str) -> PathBuf {
+    let target = env.path("restored");
+    env.cmd()
+        .args(["restore", snapshot, "--verify", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    target
+}
+
+fn ids(snaps: &[Value]) -> Vec<&str> {
+    snaps.iter().map(|s| s["id"].as_str().unwrap()).collect()
+}
+
+/// The entry of `repair snapshots --json` output about snapshot `id`.
+fn repair_entry<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap()
+}
+
+fn removed_paths(entry: &Value) -> Vec<String> {
+    let mut paths: Vec<String> = entry["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    paths
+}
+
+#[test]
+fn repair_snapshots_removes_files_whose_data_is_lost_and_keeps_the_rest() {
+    let env = Env::new();
+    let (src, first_packs, [intact, damaged]) = two_backups(&env, |src| {
+        write(&src.join("a.txt"), b"alpha, edited\n");
+        write(&src.join("lost/one.bin"), &pseudo_random(300_000, 7));
+        write(&src.join("sub/two.bin"), &pseudo_random(200_000, 8));
+    });
+    // The second backup wrote the new contents in one data pack and its
+    // trees in a much smaller one; the data pack is lost.
+    let new = packs_since(&env, &first_packs);
+    assert_eq!(new.len(), 2);
+    fs::remove_file(&new[0]).unwrap();
+    env.cmd().args(["repair", "index"]).assert().success();
+    let check = json_lines(env.cmd().args(["check", "--json"]), 1);
+    assert_eq!(check[0]["damaged_snapshots"], serde_json::json!([damaged]));
+
+    let dry = json_lines(
+        env.cmd()
+            .args(["repair", "snapshots", "--dry-run", "--json"]),
+        0,
+    );
+    assert_eq!(repair_entry(&dry[0], &damaged)["status"], "repaired");
+    assert_eq!(env.snapshots().len(), 2, "a dry run writes nothing");
+
+    let report = json_lines(env.cmd().args(["repair", "snapshots", "--json"]), 0);
+    assert_eq!(repair_entry(&report[0], &intact)["status"], "intact");
+    assert_eq!(repair_entry(&report[0], &intact)["new_id"], Value::Null);
+    let entry = repair_entry(&report[0], &damaged);
+    assert_eq!(entry["status"], "repaired");
+    assert_eq!(
+        removed_paths(entry),
+        ["/data/a.txt", "/data/lost/one.bin", "/data/sub/two.bin"]
+    );
+    let repaired = entry["new_id"].as_str().unwrap().to_string();
+
+    // The damaged snapshot stays beside its replacement, which is sound.
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 3);
+    let new_snap = snaps.iter().find(|s| s["id"] == repaired.as_str()).unwrap();
+    let old_snap = snaps.iter().find(|s| s["id"] == damaged.as_str()).unwrap();
+    assert_eq!(new_snap["original"], damaged.as_str());
+    assert_eq!(new_snap["tags"], serde_json::json!(["repaired"]));
+    assert_eq!(new_snap["time"], old_snap["time"]);
+    assert_eq!(new_snap["partial"], true);
+    let check = json_lines(env.cmd().args(["check", "--json"]), 1);
+    assert_eq!(check[0]["damaged_snapshots"], serde_json::json!([damaged]));
+
+    let target = restore_verified(&env, &repaired);
+    let restored = target.join("data");
+    for kept in ["big.bin", "sub/b.txt", "sub/deep/c.log"] {
+        assert_eq!(
+            fs::read(restored.join(kept)).unwrap(),
+            fs::read(src.join(kept)).unwrap(),
+            "{kept}"
+        );
+    }
+    for lost in ["a.txt", "lost/one.bin", "sub/two.bin"] {
+        assert!(!restored.join(lost).exists(), "{lost} should be gone");
+    }
+
+    // Again with --forget: the replacement is not written twice, and the
+    // damaged snapshot goes.
+    let report = json_lines(
+        env.cmd()
+            .args(["repair", "snapshots", "--forget", "--json"]),
+        0,
+    );
+    let entry = repair_entry(&report[0], &damaged);
+    assert_eq!(entry["new_id"], repaired.as_str());
+    assert_eq!(entry["forgotten"], true);
+    assert_eq!(ids(&env.snapshots()), [intact.as_str(), repaired.as_str()]);
+    env.cmd().args(["check", "--read-data"]).assert().success();
+}
+
+#[test]
+fn repair_snapshots_removes_unreadable_directories_and_gives_up_on_a_lost_root() {
+    let env = Env::new();
+    let (src, first_packs, [first, second]) = two_backups(&env, |src| {
+        write(&src.join("fresh.txt"), b"fresh\n");
+    });
+    // The first backup's tree pack: its root tree, and the tree of the empty
+    // directory, which the second snapshot shares.
+    assert_eq!(first_packs.len(), 2);
+    fs::remove_file(&first_packs[1]).unwrap();
+    env.cmd().args(["repair", "index"]).assert().success();
+
+    let report = json_lines(env.cmd().args(["repair", "snapshots", "--json"]), 3);
+    assert_eq!(repair_entry(&report[0], &first)["status"], "lost");
+    let entry = repair_entry(&report[0], &second);
+    assert_eq!(entry["status"], "repaired");
+    assert!(
+        removed_paths(entry).contains(&"/data/empty".to_string()),
+        "{entry}"
+    );
+    assert!(
+        entry["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["type"] == "dir"),
+        "only directories lost their trees: {entry}"
+    );
+    let repaired = entry["new_id"].as_str().unwrap().to_string();
+
+    json_lines(
+        env.cmd()
+            .args(["repair", "snapshots", "--forget", "--json"]),
+        0,
+    );
+    assert_eq!(ids(&env.snapshots()), [repaired.as_str()]);
+    env.cmd().args(["check"]).assert().success();
+    let target = restore_verified(&env, &repaired);
+    assert_eq!(fs::read(target.join("data/fresh.txt")).unwrap(), b"fresh\n");
+    assert_eq!(
+        fs::read(target.join("data/big.bin")).unwrap(),
+        fs::read(src.join("big.bin")).unwrap()
+    );
+    assert!(!target.join("data/empty").exists());
+}
+
 #[test]
 fn check_names_every_snapshot_that_shares_a_damaged_blob() {
     let env = Env::new();

@@ -225,6 +225,7 @@ pub fn run(
         gid: nix::unistd::getgid().as_raw(),
         tags: opts.tags.clone(),
         parent: parent.map(|(id, _)| id),
+        original: None,
         partial: summary.errors > 0,
         summary: Some(summary),
         program_version: env!("CARGO_PKG_VERSION").to_string(),
