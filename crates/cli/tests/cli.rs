@@ -108,6 +108,20 @@ fn json_lines(cmd: &mut Command, code: i32) -> Vec<Value> {
         .collect()
 }
 
+/// The (modifier, path) of each change `diff --json` printed.
+fn diff_changes(lines: &[Value]) -> Vec<(String, String)> {
+    lines
+        .iter()
+        .filter(|l| l["message_type"] == "change")
+        .map(|l| {
+            (
+                l["modifier"].as_str().unwrap().to_string(),
+                l["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 fn write(path: &Path, data: &[u8]) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, data).unwrap();
@@ -995,24 +1009,36 @@ fn tree_id_of(env: &Env, snap: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn diff_shows_added_removed_changed_and_metadata_only() {
-    use std::os::unix::fs::PermissionsExt;
-    let env = Env::new();
+/// The sample tree and a directory `gone/` of two files (6 bytes), with
+/// what `more` adds, backed up once.
+fn diff_fixture(env: &Env, more: impl FnOnce(&Path)) -> PathBuf {
     env.init();
     let src = env.path("data");
     sample_tree(&src);
     write(&src.join("gone/one"), b"1111");
     write(&src.join("gone/deeper/two"), b"22");
-    write(&src.join("morph"), b"a file first");
+    more(&src);
     env.backup(&[src.to_str().unwrap()]);
+    src
+}
 
+/// What the diff tests look for: `a.txt` modified, `sub/b.txt` made mode
+/// 0600, `gone/` deleted, `fresh.txt` added.
+fn diff_edits(src: &Path) {
+    use std::os::unix::fs::PermissionsExt;
     write(&src.join("a.txt"), b"alpha, edited\n");
     fs::set_permissions(src.join("sub/b.txt"), fs::Permissions::from_mode(0o600)).unwrap();
     fs::remove_dir_all(src.join("gone")).unwrap();
+    write(&src.join("fresh.txt"), b"new\n");
+}
+
+#[test]
+fn diff_shows_added_removed_changed_and_metadata_only() {
+    let env = Env::new();
+    let src = diff_fixture(&env, |src| write(&src.join("morph"), b"a file first"));
+    diff_edits(&src);
     fs::remove_file(src.join("morph")).unwrap();
     fs::create_dir(src.join("morph")).unwrap();
-    write(&src.join("fresh.txt"), b"new\n");
     env.backup(&[src.to_str().unwrap()]);
 
     let snaps = env.snapshots();
@@ -1020,31 +1046,8 @@ fn diff_shows_added_removed_changed_and_metadata_only() {
         snaps[0]["short_id"].as_str().unwrap(),
         snaps[1]["short_id"].as_str().unwrap(),
     );
-    let out = env
-        .cmd()
-        .args(["diff", "--json", old, new])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let changes: Vec<(String, String)> = lines
-        .iter()
-        .filter(|l| l["message_type"] == "change")
-        .map(|l| {
-            (
-                l["modifier"].as_str().unwrap().to_string(),
-                l["path"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let lines = json_lines(env.cmd().args(["diff", "--json", old, new]), 0);
+    let changes = diff_changes(&lines);
     let has = |m: &str, p: &str| changes.contains(&(m.to_string(), p.to_string()));
     assert!(has("M", "/data/a.txt"), "{changes:?}");
     assert!(has("U", "/data/sub/b.txt"), "{changes:?}");
@@ -1573,4 +1576,98 @@ fn check_names_every_snapshot_that_shares_a_damaged_blob() {
         );
         assert!(stderr.contains(&shared), "{stderr}");
     }
+}
+
+#[test]
+fn diff_against_the_disk_shows_what_changed_since_the_backup() {
+    let env = Env::new();
+    let src = diff_fixture(&env, |_| {});
+    let dir = src.to_str().unwrap();
+    let diff = |extra: &[&str]| {
+        let lines = json_lines(
+            env.cmd()
+                .args(["diff", "--json", "latest", dir])
+                .args(extra),
+            0,
+        );
+        (diff_changes(&lines), lines.last().unwrap().clone())
+    };
+    let (changes, stats) = diff(&[]);
+    assert!(changes.is_empty(), "an unchanged tree: {changes:?}");
+    assert_eq!(stats["message_type"], "statistics");
+    assert!(diff(&["--content"]).0.is_empty());
+
+    diff_edits(&src);
+    // Same size, and the old mtime put back: only reading the data tells.
+    let log = src.join("sub/deep/c.log");
+    let mtime = fs::metadata(&log).unwrap().modified().unwrap();
+    write(&log, b"CHARLIE\n");
+    fs::File::options()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+
+    let at = |rel: &str| format!("{dir}/{rel}");
+    let has = |changes: &[(String, String)], m: &str, rel: &str| {
+        changes.contains(&(m.to_string(), at(rel)))
+    };
+    let (changes, stats) = diff(&[]);
+    assert!(has(&changes, "M", "a.txt"), "{changes:?}");
+    assert!(has(&changes, "U", "sub/b.txt"), "{changes:?}");
+    assert!(has(&changes, "-", "gone"), "{changes:?}");
+    assert!(has(&changes, "+", "fresh.txt"), "{changes:?}");
+    assert!(
+        !changes.iter().any(|(_, p)| p.starts_with(&at("gone/"))),
+        "a removed directory is listed once: {changes:?}"
+    );
+    assert_eq!(
+        changes.len(),
+        4,
+        "size and mtime cannot see c.log: {changes:?}"
+    );
+    assert_eq!(
+        (
+            &stats["added"],
+            &stats["removed"],
+            &stats["modified"],
+            &stats["metadata_only"]
+        ),
+        (&1.into(), &1.into(), &1.into(), &1.into())
+    );
+    assert_eq!(stats["bytes_removed"], 6 + 6, "gone/ held 6 bytes, a.txt 6");
+
+    let (changes, stats) = diff(&["--content"]);
+    assert!(has(&changes, "M", "sub/deep/c.log"), "{changes:?}");
+    assert!(has(&changes, "U", "sub/b.txt"), "{changes:?}");
+    assert_eq!(stats["modified"], 2);
+    let (changes, _) = diff(&["--exclude", "fresh.txt"]);
+    assert!(!has(&changes, "+", "fresh.txt"), "{changes:?}");
+
+    // A directory of the snapshot against a relative path, as text.
+    let assert = env
+        .cmd()
+        .current_dir(&src)
+        .args(["diff", "latest:/data/sub", "./sub"])
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&assert.get_output().stdout);
+    assert!(
+        text.contains(&format!("U    {}  (mode)", at("sub/b.txt"))),
+        "{text}"
+    );
+    assert!(!text.contains("a.txt"), "{text}");
+    // A directory the snapshot was not made of needs SNAPSHOT:PATH.
+    let out = env
+        .cmd()
+        .current_dir(&src)
+        .args(["diff", "latest", "./sub"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(":PATH"),
+        "the error says how to choose the directory"
+    );
 }

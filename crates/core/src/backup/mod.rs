@@ -34,7 +34,8 @@ use crate::repository::Repository;
 use crate::select;
 use crate::walk::{node_reusing, ExcludeOptions, Excluder, NameCache};
 
-pub use file::{open_for_reading, FileError, FileOutcome};
+pub(crate) use file::chunk_ids;
+pub use file::{content_of, open_for_reading, FileError, FileOutcome};
 
 /// What the caller wants backed up and how.
 #[derive(Clone, Debug)]
@@ -265,7 +266,7 @@ fn top_level(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>> {
 }
 
 /// Remove `.` and `..` components lexically (no symlink resolution).
-fn normalize(path: &Path) -> PathBuf {
+pub fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
