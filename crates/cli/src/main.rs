@@ -59,7 +59,7 @@ enum Command {
     Restore(commands::restore::Args),
     /// Verify the repository's structure and, optionally, all data.
     Check(commands::check::Args),
-    /// Show what changed between two snapshots.
+    /// Show what changed between two snapshots, or since a snapshot on disk.
     Diff(commands::diff::Args),
     /// Remove snapshots by a retention policy or by id (data stays until prune).
     Forget(commands::forget::Args),

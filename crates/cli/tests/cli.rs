@@ -92,6 +92,36 @@ fn last_json(stdout: &[u8]) -> Value {
     serde_json::from_str(text.lines().last().expect("no output")).unwrap()
 }
 
+/// Run a command that must exit with `code` and print one JSON value a line.
+fn json_lines(cmd: &mut Command, code: i32) -> Vec<Value> {
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The (modifier, path) of each change `diff --json` printed.
+fn diff_changes(lines: &[Value]) -> Vec<(String, String)> {
+    lines
+        .iter()
+        .filter(|l| l["message_type"] == "change")
+        .map(|l| {
+            (
+                l["modifier"].as_str().unwrap().to_string(),
+                l["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 fn write(path: &Path, data: &[u8]) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, data).unwrap();
@@ -979,24 +1009,36 @@ fn tree_id_of(env: &Env, snap: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn diff_shows_added_removed_changed_and_metadata_only() {
-    use std::os::unix::fs::PermissionsExt;
-    let env = Env::new();
+/// The sample tree and a directory `gone/` of two files (6 bytes), with
+/// what `more` adds, backed up once.
+fn diff_fixture(env: &Env, more: impl FnOnce(&Path)) -> PathBuf {
     env.init();
     let src = env.path("data");
     sample_tree(&src);
     write(&src.join("gone/one"), b"1111");
     write(&src.join("gone/deeper/two"), b"22");
-    write(&src.join("morph"), b"a file first");
+    more(&src);
     env.backup(&[src.to_str().unwrap()]);
+    src
+}
 
+/// What the diff tests look for: `a.txt` modified, `sub/b.txt` made mode
+/// 0600, `gone/` deleted, `fresh.txt` added.
+fn diff_edits(src: &Path) {
+    use std::os::unix::fs::PermissionsExt;
     write(&src.join("a.txt"), b"alpha, edited\n");
     fs::set_permissions(src.join("sub/b.txt"), fs::Permissions::from_mode(0o600)).unwrap();
     fs::remove_dir_all(src.join("gone")).unwrap();
+    write(&src.join("fresh.txt"), b"new\n");
+}
+
+#[test]
+fn diff_shows_added_removed_changed_and_metadata_only() {
+    let env = Env::new();
+    let src = diff_fixture(&env, |src| write(&src.join("morph"), b"a file first"));
+    diff_edits(&src);
     fs::remove_file(src.join("morph")).unwrap();
     fs::create_dir(src.join("morph")).unwrap();
-    write(&src.join("fresh.txt"), b"new\n");
     env.backup(&[src.to_str().unwrap()]);
 
     let snaps = env.snapshots();
@@ -1004,31 +1046,8 @@ fn diff_shows_added_removed_changed_and_metadata_only() {
         snaps[0]["short_id"].as_str().unwrap(),
         snaps[1]["short_id"].as_str().unwrap(),
     );
-    let out = env
-        .cmd()
-        .args(["diff", "--json", old, new])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let changes: Vec<(String, String)> = lines
-        .iter()
-        .filter(|l| l["message_type"] == "change")
-        .map(|l| {
-            (
-                l["modifier"].as_str().unwrap().to_string(),
-                l["path"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let lines = json_lines(env.cmd().args(["diff", "--json", old, new]), 0);
+    let changes = diff_changes(&lines);
     let has = |m: &str, p: &str| changes.contains(&(m.to_string(), p.to_string()));
     assert!(has("M", "/data/a.txt"), "{changes:?}");
     assert!(has("U", "/data/sub/b.txt"), "{changes:?}");
@@ -1348,4 +1367,307 @@ fn repair_index_rebuilds_a_lost_index_from_the_packs() {
         .assert()
         .success();
     assert_eq!(tree_files(&src), tree_files(&target.join("data")));
+}
+
+/// Pack files written since `before` was listed, biggest first.
+fn packs_since(env: &Env, before: &[PathBuf]) -> Vec<PathBuf> {
+    let mut new: Vec<PathBuf> = objects(&env.repo().join("data"))
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    new.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
+    new
+}
+
+/// Back up the sample tree, change it with `edit`, back it up again.
+/// Returns the source, the first backup's packs (biggest first) and the
+/// two snapshot ids.
+fn two_backups(env: &Env, edit: impl FnOnce(&Path)) -> (PathBuf, Vec<PathBuf>, [String; 2]) {
+    env.init();
+    let src = env.path("data");
+    sample_tree(&src);
+    env.backup(&[src.to_str().unwrap()]);
+    let first_packs = packs_since(env, &[]);
+    edit(&src);
+    env.backup(&[src.to_str().unwrap()]);
+    let snaps = env.snapshots();
+    let ids = [0, 1].map(|i| snaps[i]["id"].as_str().unwrap().to_string());
+    (src, first_packs, ids)
+}
+
+/// Restore `snapshot` with `--verify` into a fresh directory.
+fn restore_verified(env: &Env, snapshot: &str) -> PathBuf {
+    let target = env.path("restored");
+    env.cmd()
+        .args(["restore", snapshot, "--verify", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    target
+}
+
+fn ids(snaps: &[Value]) -> Vec<&str> {
+    snaps.iter().map(|s| s["id"].as_str().unwrap()).collect()
+}
+
+/// The entry of `repair snapshots --json` output about snapshot `id`.
+fn repair_entry<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap()
+}
+
+fn removed_paths(entry: &Value) -> Vec<String> {
+    let mut paths: Vec<String> = entry["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    paths
+}
+
+#[test]
+fn repair_snapshots_removes_files_whose_data_is_lost_and_keeps_the_rest() {
+    let env = Env::new();
+    let (src, first_packs, [intact, damaged]) = two_backups(&env, |src| {
+        write(&src.join("a.txt"), b"alpha, edited\n");
+        write(&src.join("lost/one.bin"), &pseudo_random(300_000, 7));
+        write(&src.join("sub/two.bin"), &pseudo_random(200_000, 8));
+    });
+    // The second backup wrote the new contents in one data pack and its
+    // trees in a much smaller one; the data pack is lost.
+    let new = packs_since(&env, &first_packs);
+    assert_eq!(new.len(), 2);
+    fs::remove_file(&new[0]).unwrap();
+    env.cmd().args(["repair", "index"]).assert().success();
+    let check = json_lines(env.cmd().args(["check", "--json"]), 1);
+    assert_eq!(check[0]["damaged_snapshots"], serde_json::json!([damaged]));
+
+    let dry = json_lines(
+        env.cmd()
+            .args(["repair", "snapshots", "--dry-run", "--json"]),
+        0,
+    );
+    assert_eq!(repair_entry(&dry[0], &damaged)["status"], "repaired");
+    assert_eq!(env.snapshots().len(), 2, "a dry run writes nothing");
+
+    let report = json_lines(env.cmd().args(["repair", "snapshots", "--json"]), 0);
+    assert_eq!(repair_entry(&report[0], &intact)["status"], "intact");
+    assert_eq!(repair_entry(&report[0], &intact)["new_id"], Value::Null);
+    let entry = repair_entry(&report[0], &damaged);
+    assert_eq!(entry["status"], "repaired");
+    assert_eq!(
+        removed_paths(entry),
+        ["/data/a.txt", "/data/lost/one.bin", "/data/sub/two.bin"]
+    );
+    let repaired = entry["new_id"].as_str().unwrap().to_string();
+
+    // The damaged snapshot stays beside its replacement, which is sound.
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 3);
+    let new_snap = snaps.iter().find(|s| s["id"] == repaired.as_str()).unwrap();
+    let old_snap = snaps.iter().find(|s| s["id"] == damaged.as_str()).unwrap();
+    assert_eq!(new_snap["original"], damaged.as_str());
+    assert_eq!(new_snap["tags"], serde_json::json!(["repaired"]));
+    assert_eq!(new_snap["time"], old_snap["time"]);
+    assert_eq!(new_snap["partial"], true);
+    let check = json_lines(env.cmd().args(["check", "--json"]), 1);
+    assert_eq!(check[0]["damaged_snapshots"], serde_json::json!([damaged]));
+
+    let target = restore_verified(&env, &repaired);
+    let restored = target.join("data");
+    for kept in ["big.bin", "sub/b.txt", "sub/deep/c.log"] {
+        assert_eq!(
+            fs::read(restored.join(kept)).unwrap(),
+            fs::read(src.join(kept)).unwrap(),
+            "{kept}"
+        );
+    }
+    for lost in ["a.txt", "lost/one.bin", "sub/two.bin"] {
+        assert!(!restored.join(lost).exists(), "{lost} should be gone");
+    }
+
+    // Again with --forget: the replacement is not written twice, and the
+    // damaged snapshot goes.
+    let report = json_lines(
+        env.cmd()
+            .args(["repair", "snapshots", "--forget", "--json"]),
+        0,
+    );
+    let entry = repair_entry(&report[0], &damaged);
+    assert_eq!(entry["new_id"], repaired.as_str());
+    assert_eq!(entry["forgotten"], true);
+    assert_eq!(ids(&env.snapshots()), [intact.as_str(), repaired.as_str()]);
+    env.cmd().args(["check", "--read-data"]).assert().success();
+}
+
+#[test]
+fn repair_snapshots_removes_unreadable_directories_and_gives_up_on_a_lost_root() {
+    let env = Env::new();
+    let (src, first_packs, [first, second]) = two_backups(&env, |src| {
+        write(&src.join("fresh.txt"), b"fresh\n");
+    });
+    // The first backup's tree pack: its root tree, and the tree of the empty
+    // directory, which the second snapshot shares.
+    assert_eq!(first_packs.len(), 2);
+    fs::remove_file(&first_packs[1]).unwrap();
+    env.cmd().args(["repair", "index"]).assert().success();
+
+    let report = json_lines(env.cmd().args(["repair", "snapshots", "--json"]), 3);
+    assert_eq!(repair_entry(&report[0], &first)["status"], "lost");
+    let entry = repair_entry(&report[0], &second);
+    assert_eq!(entry["status"], "repaired");
+    assert!(
+        removed_paths(entry).contains(&"/data/empty".to_string()),
+        "{entry}"
+    );
+    assert!(
+        entry["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["type"] == "dir"),
+        "only directories lost their trees: {entry}"
+    );
+    let repaired = entry["new_id"].as_str().unwrap().to_string();
+
+    json_lines(
+        env.cmd()
+            .args(["repair", "snapshots", "--forget", "--json"]),
+        0,
+    );
+    assert_eq!(ids(&env.snapshots()), [repaired.as_str()]);
+    env.cmd().args(["check"]).assert().success();
+    let target = restore_verified(&env, &repaired);
+    assert_eq!(fs::read(target.join("data/fresh.txt")).unwrap(), b"fresh\n");
+    assert_eq!(
+        fs::read(target.join("data/big.bin")).unwrap(),
+        fs::read(src.join("big.bin")).unwrap()
+    );
+    assert!(!target.join("data/empty").exists());
+}
+
+#[test]
+fn check_names_every_snapshot_that_shares_a_damaged_blob() {
+    let env = Env::new();
+    let (_, first_packs, both) = two_backups(&env, |src| {
+        write(&src.join("more.txt"), b"second backup\n");
+    });
+    // big.bin's data, stored once by the first backup, is lost to both.
+    fs::remove_file(&first_packs[0]).unwrap();
+    for repaired_index in [false, true] {
+        if repaired_index {
+            // Then the blobs are not even in the index any more.
+            env.cmd().args(["repair", "index"]).assert().success();
+        }
+        let report = json_lines(env.cmd().args(["check", "--json"]), 1);
+        assert_eq!(report[0]["damaged_snapshots"], serde_json::json!(both));
+        let out = env.cmd().arg("check").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let shared = format!(
+            "error: snapshots {}, {}: /data/big.bin: data blob",
+            &both[0][..8],
+            &both[1][..8]
+        );
+        assert!(stderr.contains(&shared), "{stderr}");
+    }
+}
+
+#[test]
+fn diff_against_the_disk_shows_what_changed_since_the_backup() {
+    let env = Env::new();
+    let src = diff_fixture(&env, |_| {});
+    let dir = src.to_str().unwrap();
+    let diff = |extra: &[&str]| {
+        let lines = json_lines(
+            env.cmd()
+                .args(["diff", "--json", "latest", dir])
+                .args(extra),
+            0,
+        );
+        (diff_changes(&lines), lines.last().unwrap().clone())
+    };
+    let (changes, stats) = diff(&[]);
+    assert!(changes.is_empty(), "an unchanged tree: {changes:?}");
+    assert_eq!(stats["message_type"], "statistics");
+    assert!(diff(&["--content"]).0.is_empty());
+
+    diff_edits(&src);
+    // Same size, and the old mtime put back: only reading the data tells.
+    let log = src.join("sub/deep/c.log");
+    let mtime = fs::metadata(&log).unwrap().modified().unwrap();
+    write(&log, b"CHARLIE\n");
+    fs::File::options()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+
+    let at = |rel: &str| format!("{dir}/{rel}");
+    let has = |changes: &[(String, String)], m: &str, rel: &str| {
+        changes.contains(&(m.to_string(), at(rel)))
+    };
+    let (changes, stats) = diff(&[]);
+    assert!(has(&changes, "M", "a.txt"), "{changes:?}");
+    assert!(has(&changes, "U", "sub/b.txt"), "{changes:?}");
+    assert!(has(&changes, "-", "gone"), "{changes:?}");
+    assert!(has(&changes, "+", "fresh.txt"), "{changes:?}");
+    assert!(
+        !changes.iter().any(|(_, p)| p.starts_with(&at("gone/"))),
+        "a removed directory is listed once: {changes:?}"
+    );
+    assert_eq!(
+        changes.len(),
+        4,
+        "size and mtime cannot see c.log: {changes:?}"
+    );
+    assert_eq!(
+        (
+            &stats["added"],
+            &stats["removed"],
+            &stats["modified"],
+            &stats["metadata_only"]
+        ),
+        (&1.into(), &1.into(), &1.into(), &1.into())
+    );
+    assert_eq!(stats["bytes_removed"], 6 + 6, "gone/ held 6 bytes, a.txt 6");
+
+    let (changes, stats) = diff(&["--content"]);
+    assert!(has(&changes, "M", "sub/deep/c.log"), "{changes:?}");
+    assert!(has(&changes, "U", "sub/b.txt"), "{changes:?}");
+    assert_eq!(stats["modified"], 2);
+    let (changes, _) = diff(&["--exclude", "fresh.txt"]);
+    assert!(!has(&changes, "+", "fresh.txt"), "{changes:?}");
+
+    // A directory of the snapshot against a relative path, as text.
+    let assert = env
+        .cmd()
+        .current_dir(&src)
+        .args(["diff", "latest:/data/sub", "./sub"])
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&assert.get_output().stdout);
+    assert!(
+        text.contains(&format!("U    {}  (mode)", at("sub/b.txt"))),
+        "{text}"
+    );
+    assert!(!text.contains("a.txt"), "{text}");
+    // A directory the snapshot was not made of needs SNAPSHOT:PATH.
+    let out = env
+        .cmd()
+        .current_dir(&src)
+        .args(["diff", "latest", "./sub"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(":PATH"),
+        "the error says how to choose the directory"
+    );
 }

@@ -4,13 +4,14 @@
 //! Every problem is collected, not just the first, and named by the object
 //! it concerns, so a damaged repository can be assessed in one run.
 
+mod snapshots;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use crate::error::Result;
 use crate::format::index::IndexBlob;
 use crate::format::pack;
-use crate::format::tree::NodeKind;
 use crate::id::Id;
 use crate::repository::{LockKind, Repository};
 use crate::storage::ObjectKind;
@@ -81,6 +82,9 @@ pub struct CheckReport {
     pub packs: usize,
     pub blobs: usize,
     pub snapshots: usize,
+    /// Snapshots that reach any damage (oldest first): each is named in
+    /// the errors of every problem it shares with others.
+    pub damaged_snapshots: Vec<Id>,
     pub trees: usize,
     pub bytes_read: u64,
     /// Packs whose data was read and verified.
@@ -103,8 +107,8 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         .into_iter()
         .map(|o| (o.name, o.size))
         .collect();
-    check_packs(repo, &indexed, &stored, &mut report);
-    check_snapshots(repo, &mut report)?;
+    let lost_packs = check_packs(repo, &indexed, &stored, &mut report);
+    snapshots::check(repo, &lost_packs, &mut report)?;
     if opts.read_data || opts.subset.is_some() {
         let chosen: HashMap<String, u64> = stored
             .iter()
@@ -148,19 +152,23 @@ fn load_indexes(
     Ok(packs)
 }
 
+/// Compare each indexed pack's header with the index. Returns the packs
+/// the index lists that storage does not hold.
 fn check_packs(
     repo: &Repository,
     indexed: &HashMap<Id, Vec<IndexBlob>>,
     stored: &HashMap<String, u64>,
     report: &mut CheckReport,
-) {
+) -> HashSet<Id> {
     report.packs = stored.len();
+    let mut lost = HashSet::new();
     for (id, blobs) in indexed {
         let name = id.to_hex();
         let Some(&size) = stored.get(&name) else {
             report.errors.push(format!(
                 "pack {name}: listed in the index but missing from storage"
             ));
+            lost.insert(*id);
             continue;
         };
         match repo.read_pack_header(&name, size) {
@@ -190,68 +198,7 @@ fn check_packs(
             ));
         }
     }
-}
-
-fn check_snapshots(repo: &Repository, report: &mut CheckReport) -> Result<()> {
-    let (snaps, bad) = repo.snapshots()?;
-    report.errors.extend(
-        bad.into_iter()
-            .map(|(name, e)| format!("snapshot {name}: {e}")),
-    );
-    report.snapshots = snaps.len();
-    let mut seen_trees = HashSet::new();
-    let mut missing_reported = HashSet::new();
-    for (id, snap) in snaps {
-        let mut stack = vec![(snap.tree, String::from("/"))];
-        while let Some((tree_id, path)) = stack.pop() {
-            if !seen_trees.insert(tree_id) {
-                continue;
-            }
-            let tree = match repo.load_tree(&tree_id) {
-                Ok(t) => t,
-                Err(e) => {
-                    report.errors.push(format!(
-                        "snapshot {}: tree {} at {path}: {e}",
-                        id.short(),
-                        tree_id.short()
-                    ));
-                    continue;
-                }
-            };
-            report.trees += 1;
-            for node in tree.nodes {
-                let child = format!("{}{}", path, crate::format::display_bytes(&node.name));
-                if !crate::format::tree::Node::valid_name(&node.name) {
-                    report.errors.push(format!(
-                        "snapshot {}: invalid entry name at {child}",
-                        id.short()
-                    ));
-                }
-                match node.kind {
-                    NodeKind::Dir => match node.subtree {
-                        Some(sub) => stack.push((sub, format!("{child}/"))),
-                        None => report.errors.push(format!(
-                            "snapshot {}: directory {child} has no tree",
-                            id.short()
-                        )),
-                    },
-                    NodeKind::File => {
-                        for blob in node.content.iter().flatten() {
-                            if repo.index().get(blob).is_none() && missing_reported.insert(*blob) {
-                                report.errors.push(format!(
-                                    "snapshot {}: {child}: data blob {} is missing",
-                                    id.short(),
-                                    blob
-                                ));
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    Ok(())
+    lost
 }
 
 fn read_all_data(repo: &Repository, stored: &HashMap<String, u64>, report: &mut CheckReport) {

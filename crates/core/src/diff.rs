@@ -6,6 +6,9 @@
 //! in proportion to what changed. A removed directory is reported once, with
 //! the number of files and bytes it held.
 
+pub mod disk;
+
+use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -36,7 +39,8 @@ pub enum Change {
 
 #[derive(Clone, Debug)]
 pub struct DiffEntry {
-    /// Path inside the snapshots, as raw bytes joined with `/`.
+    /// Path inside the snapshots, as raw bytes joined with `/` (against
+    /// the disk: the path on disk).
     pub path: PathBuf,
     pub kind: NodeKind,
     pub change: Change,
@@ -50,9 +54,11 @@ pub struct DiffStats {
     pub modified: u64,
     pub metadata_only: u64,
     pub type_changed: u64,
-    /// Bytes of data in the second snapshot that the first did not have.
+    /// Bytes of data in the second snapshot that the first did not have
+    /// (against the disk: whole sizes of added and modified files).
     pub bytes_added: u64,
-    /// Bytes of data in the first snapshot that the second no longer has.
+    /// Bytes of data in the first snapshot that the second no longer has
+    /// (against the disk: whole old sizes of removed and modified files).
     pub bytes_removed: u64,
 }
 
@@ -94,30 +100,17 @@ impl Differ<'_> {
             return Ok(());
         }
         let (old, new) = (self.load(a)?, self.load(b)?);
-        let (mut i, mut j) = (0, 0);
-        while i < old.len() || j < new.len() {
-            let order = match (old.get(i), new.get(j)) {
-                (Some(x), Some(y)) => x.name.cmp(&y.name),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                _ => std::cmp::Ordering::Greater,
-            };
-            match order {
-                std::cmp::Ordering::Less => {
-                    self.removed(&old[i], prefix)?;
-                    i += 1;
-                }
-                std::cmp::Ordering::Greater => {
-                    self.added(&new[j], prefix)?;
-                    j += 1;
-                }
-                std::cmp::Ordering::Equal => {
-                    self.both(&old[i], &new[j], prefix)?;
-                    i += 1;
-                    j += 1;
-                }
-            }
-        }
-        Ok(())
+        merge(
+            old,
+            new,
+            |n| &n.name,
+            |n| &n.name,
+            |side| match side {
+                Side::Both(x, y) => self.both(&x, &y, prefix),
+                Side::Old(x) => self.removed(&x, prefix),
+                Side::New(y) => self.added(&y, prefix),
+            },
+        )
     }
 
     fn emit(&mut self, path: PathBuf, kind: NodeKind, change: Change) {
@@ -173,32 +166,54 @@ impl Differ<'_> {
 
     fn both(&mut self, a: &Node, b: &Node, prefix: &Path) -> Result<()> {
         let path = prefix.join(name(b));
-        if a.kind != b.kind {
-            self.stats.type_changed += 1;
-            self.stats.bytes_removed += a.size;
-            self.stats.bytes_added += b.size;
-            self.emit(path, b.kind, Change::TypeChanged);
-            return Ok(());
-        }
-        let fields = metadata_changes(a, b);
         let data_changed = a.content != b.content
             || a.target != b.target
             || a.rdev != b.rdev
             || a.extents != b.extents;
-        if data_changed {
-            self.stats.modified += 1;
-            let (added, removed) = self.changed_bytes(a, b);
-            self.stats.bytes_added += added;
-            self.stats.bytes_removed += removed;
-            self.emit(path.clone(), b.kind, Change::Modified { metadata: fields });
-        } else if !fields.is_empty() {
-            self.stats.metadata_only += 1;
-            self.emit(path.clone(), b.kind, Change::Metadata(fields));
-        }
-        if b.kind == NodeKind::Dir {
+        let bytes = if data_changed && a.kind == b.kind {
+            self.changed_bytes(a, b)
+        } else {
+            (0, 0)
+        };
+        if self.compare(a, b, &path, data_changed, bytes) && b.kind == NodeKind::Dir {
             self.trees(a.subtree, b.subtree, &path)?;
         }
         Ok(())
+    }
+
+    /// Report how `b` differs from `a` at `path`, given whether their data
+    /// differs and the bytes (added, removed) that change stands for.
+    /// Returns whether both are of the same kind.
+    fn compare(
+        &mut self,
+        a: &Node,
+        b: &Node,
+        path: &Path,
+        data_changed: bool,
+        (added, removed): (u64, u64),
+    ) -> bool {
+        if a.kind != b.kind {
+            self.stats.type_changed += 1;
+            self.stats.bytes_removed += a.size;
+            self.stats.bytes_added += b.size;
+            self.emit(path.to_path_buf(), b.kind, Change::TypeChanged);
+            return false;
+        }
+        let fields = metadata_changes(a, b);
+        if data_changed {
+            self.stats.modified += 1;
+            self.stats.bytes_added += added;
+            self.stats.bytes_removed += removed;
+            self.emit(
+                path.to_path_buf(),
+                b.kind,
+                Change::Modified { metadata: fields },
+            );
+        } else if !fields.is_empty() {
+            self.stats.metadata_only += 1;
+            self.emit(path.to_path_buf(), b.kind, Change::Metadata(fields));
+        }
+        true
     }
 
     /// Bytes of chunks only in the new version, and only in the old one.
@@ -233,6 +248,42 @@ fn metadata_changes(a: &Node, b: &Node) -> Vec<&'static str> {
         out.push("xattrs");
     }
     out
+}
+
+/// An entry of the old list, of the new one, or of both under one name.
+enum Side<A, B> {
+    Old(A),
+    New(B),
+    Both(A, B),
+}
+
+/// Walk two lists sorted by name side by side, calling `visit` once for
+/// each name.
+fn merge<A, B>(
+    a: Vec<A>,
+    b: Vec<B>,
+    key_a: impl Fn(&A) -> &[u8],
+    key_b: impl Fn(&B) -> &[u8],
+    mut visit: impl FnMut(Side<A, B>) -> Result<()>,
+) -> Result<()> {
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => return Ok(()),
+            (Some(x), Some(y)) => key_a(x).cmp(key_b(y)),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+        };
+        // The peeked entries exist, so `next` yields them.
+        let side = match order {
+            Ordering::Less => a.next().map(Side::Old),
+            Ordering::Greater => b.next().map(Side::New),
+            Ordering::Equal => a.next().zip(b.next()).map(|(x, y)| Side::Both(x, y)),
+        };
+        if let Some(side) = side {
+            visit(side)?;
+        }
+    }
 }
 
 fn name(n: &Node) -> &std::ffi::OsStr {

@@ -143,6 +143,7 @@ mod tests {
             gid: 0,
             tags: tags.iter().map(|s| s.to_string()).collect(),
             parent: None,
+            original: None,
             partial: false,
             summary: None,
             program_version: "t".into(),

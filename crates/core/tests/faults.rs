@@ -3,11 +3,7 @@
 //! backup.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::Arc;
-
-use common::{random_bytes, small_config};
 
 use strata_core::backup::{self, BackupOptions, NoProgress};
 use strata_core::check::{self, CheckOptions};
@@ -15,15 +11,8 @@ use strata_core::crypto::KdfParams;
 use strata_core::repository::Repository;
 use strata_core::storage::{Faults, FaultyStorage, MemoryStorage, ObjectKind, Storage};
 
-fn tree(dir: &std::path::Path) {
-    for i in 0..30 {
-        std::fs::write(
-            dir.join(format!("f{i}")),
-            random_bytes(i, i as usize * 97_000 + 10),
-        )
-        .unwrap();
-    }
-}
+mod common;
+use common::{small_config, tree};
 
 #[test]
 fn a_failing_upload_aborts_the_backup_without_a_snapshot() {

@@ -40,6 +40,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
                 "packs": report.packs,
                 "blobs": report.blobs,
                 "snapshots": report.snapshots,
+                "damaged_snapshots": report.damaged_snapshots.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
                 "trees": report.trees,
                 "bytes_read": report.bytes_read,
                 "packs_read": report.packs_read,
@@ -76,6 +77,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
                     "{} errors were found: the repository is damaged",
                     report.errors.len()
                 );
+                print_damaged_snapshots(&report.damaged_snapshots);
             }
         }
     }
@@ -84,4 +86,19 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     } else {
         crate::exit::FATAL
     })
+}
+
+/// Name the damaged snapshots and the way to make them consistent again.
+fn print_damaged_snapshots(ids: &[strata_core::Id]) {
+    if ids.is_empty() {
+        return;
+    }
+    let names: Vec<String> = ids.iter().map(strata_core::Id::short).collect();
+    println!(
+        "{} snapshots reach damaged data: {}\n\
+         if that data is lost for good, `strata repair index` followed by \
+         `strata repair snapshots` keeps what survives",
+        ids.len(),
+        names.join(", ")
+    );
 }

@@ -1,25 +1,80 @@
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
-use strata_core::diff::{self, Change, DiffEntry};
+use strata_core::diff::{self, disk, Change, DiffEntry, DiffStats};
+use strata_core::format::snapshot::Snapshot;
+use strata_core::repository::Repository;
+use strata_core::walk::{read_exclude_file, ExcludeOptions};
+use strata_core::{Error, Id};
 
 use crate::output;
 use crate::repo::{self, FilterArgs, GlobalArgs};
 
+/// Two snapshots: `diff SNAPSHOT1 SNAPSHOT2 [PATH]`. A snapshot and the
+/// disk: `diff SNAPSHOT[:PATH] DIR`, where DIR contains a `/` or starts
+/// with `.` (`./src`, `/home/me`, `.`), which no snapshot selector does.
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Compared with a directory on disk, a file counts as modified when \
+its size or mtime differ from the snapshot (like rsync's quick check); --content reads \
+and hashes files of unchanged size and compares their data exactly. Without :PATH the \
+snapshot's copy of DIR is compared, if DIR is one of the paths it was made of."
+)]
 pub struct Args {
-    /// The older snapshot: an id prefix or `latest`.
-    #[arg(value_name = "SNAPSHOT1")]
-    first: String,
-    /// The newer snapshot.
-    #[arg(value_name = "SNAPSHOT2")]
-    second: String,
-    /// Compare only below this path inside the snapshots.
+    /// The older snapshot: an id prefix or `latest`. Against a directory on
+    /// disk, `SNAPSHOT:PATH` chooses the snapshot's directory to compare.
+    #[arg(value_name = "SNAPSHOT1[:PATH]")]
+    first: OsString,
+    /// The newer snapshot, or a directory on disk: an argument containing
+    /// `/` or starting with `.` is a path on disk.
+    #[arg(value_name = "SNAPSHOT2|DIR")]
+    second: OsString,
+    /// Compare only below this path inside the snapshots (two snapshots).
     #[arg(value_name = "PATH")]
     path: Option<OsString>,
+    /// Against a directory on disk: read and hash every file whose size is
+    /// unchanged and compare its data with the snapshot's exactly.
+    #[arg(long)]
+    content: bool,
+    /// Against a directory on disk: leave out entries matching this pattern
+    /// (gitignore syntax, as in backup).
+    #[arg(short = 'e', long, value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// Against a directory on disk: read exclude patterns from a file.
+    #[arg(long, value_name = "FILE")]
+    exclude_file: Vec<PathBuf>,
     #[command(flatten)]
     filter: FilterArgs,
+}
+
+/// What the second argument names.
+#[derive(Debug, PartialEq, Eq)]
+enum Other {
+    Snapshot(String),
+    Disk(PathBuf),
+}
+
+/// Decide by spelling alone, never by what exists: a path on disk contains
+/// `/` or starts with `.`; snapshot selectors (`latest`, hexadecimal id
+/// prefixes) never do.
+fn other(arg: &OsStr) -> Result<Other> {
+    let bytes = arg.as_bytes();
+    if bytes.contains(&b'/') || bytes.starts_with(b".") {
+        return Ok(Other::Disk(PathBuf::from(arg)));
+    }
+    match arg.to_str() {
+        Some(s) if s == "latest" || s.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(Other::Snapshot(s.to_string()))
+        }
+        _ => bail!(Error::invalid(format!(
+            "{} is not a snapshot (`latest` or an id prefix); for a directory on disk write ./{}",
+            arg.to_string_lossy(),
+            arg.to_string_lossy()
+        ))),
+    }
 }
 
 /// `+` added, `-` removed, `M` data changed, `U` metadata only, `T` type changed.
@@ -68,34 +123,175 @@ fn print(global: &GlobalArgs, e: &DiffEntry) {
 }
 
 pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
+    let second = other(&args.second)?;
+    let disk_only = args.content || !args.exclude.is_empty() || !args.exclude_file.is_empty();
+    match &second {
+        Other::Disk(_) if args.path.is_some() => bail!(Error::invalid(
+            "against a directory on disk, choose the snapshot's directory as SNAPSHOT:PATH, not as a third argument"
+        )),
+        Other::Snapshot(_) if disk_only => bail!(Error::invalid(
+            "--content and --exclude apply only to a comparison with a directory on disk (DIR must contain `/` or start with `.`)"
+        )),
+        _ => {}
+    }
     let repo = repo::open(global)?;
     repo.load_index()?;
     let filter = args.filter.filter()?;
-    let (id1, s1) = strata_core::select::find(&repo, &args.first, &filter)?;
-    let (id2, s2) = strata_core::select::find(&repo, &args.second, &filter)?;
+    let (stats, code) = match second {
+        Other::Snapshot(s) => (
+            two_snapshots(global, args, &repo, &filter, &s)?,
+            crate::exit::OK,
+        ),
+        Other::Disk(dir) => with_disk(global, args, &repo, &filter, &dir)?,
+    };
+    print_stats(global, &stats);
+    Ok(code)
+}
+
+fn two_snapshots(
+    global: &GlobalArgs,
+    args: &Args,
+    repo: &Repository,
+    filter: &strata_core::select::Filter,
+    second: &str,
+) -> Result<DiffStats> {
+    let first = args
+        .first
+        .to_str()
+        .context("the first snapshot is not text: give `latest` or an id prefix")?;
+    let (id1, s1) = strata_core::select::find(repo, first, filter)?;
+    let (id2, s2) = strata_core::select::find(repo, second, filter)?;
     let (mut a, mut b) = (s1.tree, s2.tree);
-    let mut prefix = std::path::PathBuf::from("/");
+    let mut prefix = PathBuf::from("/");
     if let Some(p) = args.path.as_deref() {
-        prefix.push(
-            std::path::Path::new(p)
-                .strip_prefix("/")
-                .unwrap_or(std::path::Path::new(p)),
-        );
-        let sub = |root| -> Result<strata_core::Id> {
-            match repo.find_node(root, std::os::unix::ffi::OsStrExt::as_bytes(p))? {
-                Some(n) if n.is_dir() => Ok(n.subtree.unwrap_or_default()),
-                _ => bail!(
-                    "{} is not a directory in both snapshots",
-                    output::path(std::path::Path::new(p))
-                ),
-            }
-        };
-        (a, b) = (sub(a)?, sub(b)?);
+        prefix.push(Path::new(p).strip_prefix("/").unwrap_or(Path::new(p)));
+        (a, b) = (dir_tree(repo, a, p)?, dir_tree(repo, b, p)?);
     }
     if !global.json && !global.quiet {
         eprintln!("comparing snapshot {} with {}", id1.short(), id2.short());
     }
-    let stats = diff::run(&repo, a, b, &prefix, &mut |e| print(global, e))?;
+    Ok(diff::run(repo, a, b, &prefix, &mut |e| print(global, e))?)
+}
+
+/// The tree of the directory `path` inside the snapshot tree `root`.
+fn dir_tree(repo: &Repository, root: Id, path: &OsStr) -> Result<Id> {
+    match repo.find_node(root, path.as_bytes())? {
+        Some(n) if n.is_dir() => Ok(n.subtree.unwrap_or_default()),
+        None => Ok(root), // the path names the root
+        Some(_) => bail!(
+            "{} is not a directory in the snapshot",
+            output::path(Path::new(path))
+        ),
+    }
+}
+
+fn with_disk(
+    global: &GlobalArgs,
+    args: &Args,
+    repo: &Repository,
+    filter: &strata_core::select::Filter,
+    dir: &Path,
+) -> Result<(DiffStats, u8)> {
+    let abs = disk_dir(dir)?;
+    let (id, inside, tree) = snapshot_dir(repo, &args.first, filter, &abs)?;
+    if !global.json && !global.quiet {
+        eprintln!(
+            "comparing snapshot {}:{} with {}",
+            id.short(),
+            output::path(Path::new(OsStr::from_bytes(&inside))),
+            output::path(&abs)
+        );
+    }
+    let opts = disk::DiskOptions {
+        content: args.content,
+        excludes: excludes(args)?,
+    };
+    let mut warnings = 0u64;
+    let stats = disk::run(
+        repo,
+        tree,
+        &abs,
+        &opts,
+        &mut |e| print(global, e),
+        &mut |path, message| {
+            warnings += 1;
+            output::report(global.json, "warning", path, message);
+        },
+    )?;
+    let code = if warnings > 0 {
+        crate::exit::PARTIAL
+    } else {
+        crate::exit::OK
+    };
+    Ok((stats, code))
+}
+
+/// `dir` as an absolute path without `.` and `..`, as backup records
+/// paths; it must be a directory.
+fn disk_dir(dir: &Path) -> Result<PathBuf> {
+    let abs =
+        std::path::absolute(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let abs = strata_core::backup::normalize(&abs);
+    let meta = std::fs::metadata(&abs).with_context(|| format!("cannot read {}", abs.display()))?;
+    if !meta.is_dir() {
+        bail!(Error::invalid(format!(
+            "{} is not a directory: compare a directory of the snapshot with a directory on disk",
+            abs.display()
+        )));
+    }
+    Ok(abs)
+}
+
+/// The snapshot `SNAPSHOT[:PATH]` names, the path inside it to compare
+/// with the directory `abs` on disk, and that directory's tree.
+fn snapshot_dir(
+    repo: &Repository,
+    spec: &OsStr,
+    filter: &strata_core::select::Filter,
+    abs: &Path,
+) -> Result<(Id, Vec<u8>, Id)> {
+    let (selector, inside) = super::split_selector(spec)?;
+    let (id, snap) = strata_core::select::find(repo, &selector, filter)?;
+    let inside = match inside {
+        Some(p) => p,
+        None => own_copy(&id, &snap, abs)?,
+    };
+    let tree = dir_tree(repo, snap.tree, OsStr::from_bytes(&inside))?;
+    Ok((id, inside, tree))
+}
+
+/// The snapshot path of `dir` when the snapshot was made of it.
+fn own_copy(id: &Id, snap: &Snapshot, dir: &Path) -> Result<Vec<u8>> {
+    if !snap.paths.iter().any(|p| Path::new(p) == dir) {
+        bail!(Error::invalid(format!(
+            "{} is not one of the paths snapshot {} was made of ({}): say which directory of the snapshot to compare, as {}:PATH",
+            dir.display(),
+            id.short(),
+            snap.paths.join(", "),
+            id.short()
+        )));
+    }
+    // Backup stores each path under its last component (`/` as `root`).
+    let name = strata_core::backup::name_of(dir);
+    Ok(if name.is_empty() {
+        b"/root".to_vec()
+    } else {
+        [b"/", name].concat()
+    })
+}
+
+fn excludes(args: &Args) -> Result<ExcludeOptions> {
+    let mut exclude = args.exclude.clone();
+    for file in &args.exclude_file {
+        exclude.extend(read_exclude_file(file)?);
+    }
+    Ok(ExcludeOptions {
+        exclude,
+        ..Default::default()
+    })
+}
+
+fn print_stats(global: &GlobalArgs, stats: &DiffStats) {
     if global.json {
         output::json_line(
             &json!({"message_type": "statistics", "added": stats.added, "removed": stats.removed,
@@ -119,5 +315,30 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
             stats.modified, stats.metadata_only, stats.type_changed
         );
     }
-    Ok(crate::exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_argument_with_a_slash_or_leading_dot_is_a_directory() {
+        for disk in ["./src", "/home/me", ".", "..", ".config", "a/b", "latest/"] {
+            assert_eq!(
+                other(OsStr::new(disk)).ok(),
+                Some(Other::Disk(PathBuf::from(disk))),
+                "{disk}"
+            );
+        }
+        for snap in ["latest", "4f2a91c0", "cafe"] {
+            assert_eq!(
+                other(OsStr::new(snap)).ok(),
+                Some(Other::Snapshot(snap.to_string())),
+                "{snap}"
+            );
+        }
+        // Neither: refused with the way to name a directory.
+        let err = other(OsStr::new("src")).unwrap_err().to_string();
+        assert!(err.contains("./src"), "{err}");
+    }
 }

@@ -22,6 +22,7 @@ pub fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
         "paths": s.paths,
         "tags": s.tags,
         "parent": s.parent.map(|p| p.to_hex()),
+        "original": s.original.map(|p| p.to_hex()),
         "tree": s.tree.to_hex(),
         "partial": s.partial,
         "summary": s.summary.as_ref().map(super::backup::summary_json),

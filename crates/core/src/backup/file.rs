@@ -10,8 +10,10 @@ use super::Progress;
 use crate::chunker::{ChunkError, Chunker};
 use crate::error::Error;
 use crate::format::pack::BlobKind;
-use crate::format::tree::Node;
+use crate::format::tree::{Extent, Node};
+use crate::id::Id;
 use crate::packer::BlobSaver;
+use crate::repository::Repository;
 use crate::walk::{sparse_extents, ExtentReader};
 
 /// What reading one file did.
@@ -158,4 +160,38 @@ fn read_and_save(
     node.content = Some(content);
     node.extents = extents;
     Ok(outcome)
+}
+
+/// The blob ids, and the data extents if it is sparse, that a backup would
+/// record for the file at `path` as it is now. Nothing is saved.
+pub fn content_of(repo: &Repository, path: &Path) -> io::Result<(Vec<Id>, Option<Vec<Extent>>)> {
+    let file = open_for_reading(path)?;
+    let extents = sparse_extents(&file, &file.metadata()?);
+    let ids = chunk_ids(repo, &file, extents.as_deref())?;
+    Ok((ids, extents))
+}
+
+/// The ids of the chunks of `file`'s data stream: the data `extents`
+/// back to back for a sparse file, else all of it.
+pub(crate) fn chunk_ids(
+    repo: &Repository,
+    file: &File,
+    extents: Option<&[Extent]>,
+) -> io::Result<Vec<Id>> {
+    let chunker = Chunker::new(&repo.config().chunker);
+    let mut ids = Vec::new();
+    let mut buf = Vec::new();
+    let sink = |chunk: &[u8]| -> Result<(), std::convert::Infallible> {
+        ids.push(repo.key().blob_id(chunk));
+        Ok(())
+    };
+    let read = match extents {
+        Some(ext) => chunker.chunk(ExtentReader::new(file, ext.to_vec()), &mut buf, sink),
+        None => chunker.chunk(file, &mut buf, sink),
+    };
+    match read {
+        Ok(_) => Ok(ids),
+        Err(ChunkError::Read(e)) => Err(e),
+        Err(ChunkError::Sink(never)) => match never {},
+    }
 }

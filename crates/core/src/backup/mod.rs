@@ -34,7 +34,8 @@ use crate::repository::{LockKind, Repository};
 use crate::select;
 use crate::walk::{node_reusing, ExcludeOptions, Excluder, NameCache};
 
-pub use file::{open_for_reading, FileError, FileOutcome};
+pub(crate) use file::chunk_ids;
+pub use file::{content_of, open_for_reading, FileError, FileOutcome};
 
 /// What the caller wants backed up and how.
 #[derive(Clone, Debug)]
@@ -230,6 +231,7 @@ pub fn run(
         gid: nix::unistd::getgid().as_raw(),
         tags: opts.tags.clone(),
         parent: parent.map(|(id, _)| id),
+        original: None,
         partial: summary.errors > 0,
         summary: Some(summary),
         program_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -270,7 +272,7 @@ fn top_level(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>> {
 }
 
 /// Remove `.` and `..` components lexically (no symlink resolution).
-fn normalize(path: &Path) -> PathBuf {
+pub fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {

@@ -19,6 +19,9 @@ pub struct Snapshot {
     pub tags: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<Id>,
+    /// Set by `repair snapshots`: the damaged snapshot this one replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Id>,
     /// True if some files could not be read and are missing.
     #[serde(default)]
     pub partial: bool,

@@ -300,6 +300,7 @@ mod tests {
             gid: 0,
             tags: tags.iter().map(|t| t.to_string()).collect(),
             parent: None,
+            original: None,
             partial: false,
             summary: None,
             program_version: "t".into(),

@@ -5,6 +5,10 @@
 //! new index file listing all readable packs, then delete the old index
 //! files. The new index is written before anything is deleted, so a crash
 //! in between leaves both (harmless duplicates), never neither.
+//!
+//! Removing references to data that is lost for good is in [`snapshots`].
+
+pub mod snapshots;
 
 use crate::error::Result;
 use crate::format::index::{IndexBlob, IndexFile, IndexPack};

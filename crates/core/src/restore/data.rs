@@ -13,13 +13,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{FileJob, RestoreProgress, RestoreSummary};
-use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::format::tree::{Extent, Node};
 use crate::id::Id;
 use crate::repository::{BlobLocation, Repository};
 use crate::storage::ObjectKind;
-use crate::walk::ExtentReader;
 
 /// Blobs further apart than this in a pack are read separately.
 const MAX_GAP: u64 = 1 << 20;
@@ -214,18 +212,7 @@ pub(crate) fn content_ids(
     extents: Option<&[Extent]>,
 ) -> Option<Vec<Id>> {
     let file = crate::backup::open_for_reading(path).ok()?;
-    let chunker = Chunker::new(&repo.config().chunker);
-    let mut ids = Vec::new();
-    let mut buf = Vec::new();
-    let sink = |chunk: &[u8]| -> std::result::Result<(), ()> {
-        ids.push(repo.key().blob_id(chunk));
-        Ok(())
-    };
-    let r = match extents {
-        Some(ext) => chunker.chunk(ExtentReader::new(&file, ext.to_vec()), &mut buf, sink),
-        None => chunker.chunk(&file, &mut buf, sink),
-    };
-    r.ok().map(|_| ids)
+    crate::backup::chunk_ids(repo, &file, extents).ok()
 }
 
 /// Whether the file at `path` already holds exactly `node`'s data.

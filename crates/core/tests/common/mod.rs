@@ -36,3 +36,11 @@ pub fn small_config() -> Config {
     c.pack_size = 256 << 10;
     c
 }
+
+/// Thirty files of pseudo-random data, from 10 bytes to about 2.8 MB.
+pub fn tree(dir: &std::path::Path) {
+    for i in 0..30u64 {
+        let data = random_bytes(i + 1, i as usize * 97_000 + 10);
+        std::fs::write(dir.join(format!("f{i}")), data).expect("writing the test tree");
+    }
+}
