@@ -14,7 +14,10 @@ pub struct Condemned {
     pub hostname: String,
     /// Origins of the locks that existed after the packs left the index:
     /// their holders may have loaded an index that still listed them.
-    pub locks: Vec<Id>,
+    /// `None` in a draft written before the old index files are deleted;
+    /// a draft is completed (by the prune that wrote it, or the next one)
+    /// before it can be swept.
+    pub locks: Option<Vec<Id>>,
     pub packs: Vec<CondemnedPack>,
 }
 

@@ -100,9 +100,10 @@ pub struct PrunePlan {
     /// Packs whose used blobs are copied to new packs before deletion.
     pub repack: Vec<PackUse>,
     pub keep: Vec<PackUse>,
-    /// Packs no index lists (left by interrupted backups, or being written
-    /// by running ones: deleted only if still unlisted at the sweep).
-    pub unindexed: Vec<ObjectInfo>,
+    /// Packs no index lists (left by interrupted backups or prunes, or
+    /// being written by running backups), with the blobs their headers
+    /// list: deleted at the sweep unless listed or needed by then.
+    pub unindexed: Vec<CondemnedPack>,
     /// Lists of earlier prunes that wait for locks.
     pub pending: Vec<Pending>,
     /// Index files the plan was made from; replaced by one new file.
@@ -324,15 +325,14 @@ fn plan(
         )));
     }
     let condemned = lists.packs();
-    plan.unindexed = repo
-        .storage()
-        .list(ObjectKind::Pack)?
-        .into_iter()
-        .filter(|o| {
-            Id::from_hex(&o.name)
-                .is_ok_and(|id| !plan.indexed.contains_key(&id) && !condemned.contains(&id))
-        })
-        .collect();
+    for info in repo.storage().list(ObjectKind::Pack)? {
+        let Ok(id) = Id::from_hex(&info.name) else {
+            continue;
+        };
+        if !plan.indexed.contains_key(&id) && !condemned.contains(&id) {
+            plan.unindexed.push(unindexed_pack(repo, &info)?);
+        }
+    }
     let uses = assign(&mut plan, refs, &stored);
     check_complete(&plan, refs, lists)?;
     choose(&mut plan, uses, opts);
@@ -384,10 +384,19 @@ fn assign(plan: &mut PrunePlan, refs: &Refs, stored: &HashMap<Id, u64>) -> Vec<P
 /// repository whose snapshots already miss data (it could not tell what a
 /// repair would need).
 fn check_complete(plan: &PrunePlan, refs: &Refs, lists: &Lists) -> Result<()> {
+    // A pack that left the index just before a prune was killed holds
+    // blobs a snapshot may need; the sweep indexes such a pack again.
+    let unindexed: HashSet<Id> = plan
+        .unindexed
+        .iter()
+        .flat_map(|p| p.blobs.iter().map(|b| b.id))
+        .collect();
     let missing = refs
         .used
         .iter()
-        .filter(|b| !plan.keep_in.contains_key(b) && !lists.blobs.contains(b))
+        .filter(|b| {
+            !plan.keep_in.contains_key(b) && !lists.blobs.contains(b) && !unindexed.contains(b)
+        })
         .count();
     if missing > 0 {
         return Err(Error::missing(format!(
@@ -439,7 +448,12 @@ fn pending(repo: &Repository, lists: &Lists, lock: &LockGuard) -> Result<Vec<Pen
             time: l.time,
             packs: l.packs.len(),
             bytes: l.packs.iter().map(|p| p.size).sum(),
-            waiting_for: l.locks.iter().filter(|o| held.contains(o)).count(),
+            waiting_for: l
+                .locks
+                .iter()
+                .flatten()
+                .filter(|o| held.contains(o))
+                .count(),
         })
         .collect())
 }
@@ -508,6 +522,17 @@ fn condemn(repo: &Repository, plan: &PrunePlan, lock: &LockGuard) -> Result<usiz
         .filter(|p| !gone.contains(&p.id))
         .cloned()
         .collect();
+    let mut packs: Vec<CondemnedPack> = gone
+        .iter()
+        .filter_map(|id| plan.indexed.get(id))
+        .map(|p| CondemnedPack {
+            id: p.id,
+            size: plan.size_of(&p.id),
+            blobs: p.blobs.clone(),
+        })
+        .collect();
+    packs.extend(plan.unindexed.iter().cloned());
+    let count = packs.len();
     lock.check()?;
     let new_name = if kept.is_empty() {
         None
@@ -518,6 +543,10 @@ fn condemn(repo: &Repository, plan: &PrunePlan, lock: &LockGuard) -> Result<usiz
         };
         Some(repo.save_index(&file)?.to_hex())
     };
+    // Written before the old index files go, so that readers find the
+    // packs at every instant; it waits for no lock yet, so it is never
+    // ready until completed.
+    let draft = write_list(repo, None, packs)?;
     for name in plan
         .index_files
         .iter()
@@ -525,22 +554,24 @@ fn condemn(repo: &Repository, plan: &PrunePlan, lock: &LockGuard) -> Result<usiz
     {
         repo.storage().remove(ObjectKind::Index, name)?;
     }
-    // Only now can no new reader find the packs in an index: whoever holds
-    // a lock at this point may have seen them, whoever locks later cannot.
-    let locks: Vec<Id> = held_origins(repo, lock)?.into_iter().collect();
-    let mut packs: Vec<CondemnedPack> = gone
-        .iter()
-        .filter_map(|id| plan.indexed.get(id))
-        .map(|p| CondemnedPack {
-            id: p.id,
-            size: plan.size_of(&p.id),
-            blobs: p.blobs.clone(),
-        })
-        .collect();
-    for info in &plan.unindexed {
-        packs.push(unindexed_pack(repo, info)?);
-    }
-    let count = packs.len();
+    complete(repo, lock, draft)?;
+    Ok(count)
+}
+
+/// Note the locks held now in a list that has none yet. Only once the old
+/// index files are gone: whoever holds a lock at this point may have seen
+/// the packs in an index, whoever locks later cannot.
+fn complete(repo: &Repository, lock: &LockGuard, (name, list): (String, Condemned)) -> Result<()> {
+    let locks = held_origins(repo, lock)?.into_iter().collect();
+    write_list(repo, Some(locks), list.packs)?;
+    repo.storage().remove(ObjectKind::Condemned, &name)
+}
+
+fn write_list(
+    repo: &Repository,
+    locks: Option<Vec<Id>>,
+    packs: Vec<CondemnedPack>,
+) -> Result<(String, Condemned)> {
     let list = Condemned {
         version: VERSION,
         time: jiff::Timestamp::now(),
@@ -549,12 +580,10 @@ fn condemn(repo: &Repository, plan: &PrunePlan, lock: &LockGuard) -> Result<usiz
         packs,
     };
     let sealed = seal_object(repo.key(), ad::CONDEMNED, &list, repo.config().compression);
-    repo.storage().write(
-        ObjectKind::Condemned,
-        &Id::of_object(&sealed).to_hex(),
-        &sealed,
-    )?;
-    Ok(count)
+    let name = Id::of_object(&sealed).to_hex();
+    repo.storage()
+        .write(ObjectKind::Condemned, &name, &sealed)?;
+    Ok((name, list))
 }
 
 impl PrunePlan {
@@ -588,12 +617,26 @@ fn unindexed_pack(repo: &Repository, info: &ObjectInfo) -> Result<CondemnedPack>
 
 /// Step 2: delete the packs of condemned lists whose locks are all gone.
 fn sweep(repo: &Repository, lock: &LockGuard, refs: &mut Refs) -> Result<SweepReport> {
-    let lists = Lists::load(repo)?;
+    let mut lists = Lists::load(repo)?;
+    // A prune killed between its two writes left a draft: complete it now
+    // (noting locks later than it would have is only more cautious).
+    if lists.lists.iter().any(|(_, l)| l.locks.is_none()) {
+        for draft in std::mem::take(&mut lists.lists)
+            .into_iter()
+            .filter(|(_, l)| l.locks.is_none())
+        {
+            complete(repo, lock, draft)?;
+        }
+        lists = Lists::load(repo)?;
+    }
     let held = held_origins(repo, lock)?;
-    let (ready, waiting): (Vec<_>, Vec<_>) = lists
-        .lists
-        .into_iter()
-        .partition(|(_, l)| l.locks.iter().all(|o| !held.contains(o)));
+    let ready_now = |l: &Condemned| {
+        l.locks
+            .as_ref()
+            .is_some_and(|locks| locks.iter().all(|o| !held.contains(o)))
+    };
+    let (ready, waiting): (Vec<_>, Vec<_>) =
+        lists.lists.into_iter().partition(|(_, l)| ready_now(l));
     let mut report = SweepReport {
         waiting_packs: waiting.iter().map(|(_, l)| l.packs.len()).sum(),
         waiting_bytes: waiting
@@ -606,6 +649,13 @@ fn sweep(repo: &Repository, lock: &LockGuard, refs: &mut Refs) -> Result<SweepRe
     if ready.is_empty() {
         return Ok(report);
     }
+    // A pack condemned again by a later prune waits for that list's locks
+    // too: a backup that loaded an index listing it in between is only on
+    // the later list.
+    let still_waiting: HashSet<Id> = waiting
+        .iter()
+        .flat_map(|(_, l)| l.packs.iter().map(|p| p.id))
+        .collect();
     // Every backup that may have seen these packs in an index is done, and
     // its snapshot is visible now: it was written before its lock went.
     let snaps = list_snapshots(repo)?;
@@ -620,8 +670,8 @@ fn sweep(repo: &Repository, lock: &LockGuard, refs: &mut Refs) -> Result<SweepRe
         let Some(&size) = stored.get(&pack.id) else {
             continue; // deleted by an interrupted sweep
         };
-        if indexed.contains(&pack.id) {
-            continue; // listed again (by `repair index`): live
+        if indexed.contains(&pack.id) || still_waiting.contains(&pack.id) {
+            continue; // listed again (by a backup, `repair index`), or waiting
         }
         let needed = pack.blobs.iter().map(|b| &b.id).any(|b| {
             refs.used.contains(b) && !repo.index().contains(b) && !rescued_blobs.contains(b)
