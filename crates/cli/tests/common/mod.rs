@@ -135,6 +135,16 @@ pub fn tree_files(root: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Number of pack files in a local repository.
+pub fn pack_count(repo: &Path) -> usize {
+    fs::read_dir(repo.join("data"))
+        .unwrap()
+        .filter_map(|d| d.ok())
+        .filter(|d| d.path().is_dir())
+        .map(|d| fs::read_dir(d.path()).unwrap().count())
+        .sum()
+}
+
 /// Total bytes of the pack files in a local repository.
 pub fn pack_bytes(repo: &Path) -> u64 {
     let mut total = 0;
