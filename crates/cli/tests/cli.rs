@@ -2,95 +2,14 @@
 //! exit codes, and damage detection.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
+use common::{json_array, last_json, pseudo_random, tree_files, write, Env};
 use serde_json::Value;
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        let env = Env {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        fs::create_dir_all(env.home()).unwrap();
-        env
-    }
-
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("home")
-    }
-
-    fn repo(&self) -> PathBuf {
-        self.dir.path().join("repo")
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// `strata` with a clean environment, the test repository and password.
-    fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("strata").unwrap();
-        c.env_clear()
-            .env("HOME", self.home())
-            .env("PATH", std::env::var_os("PATH").unwrap())
-            .env("STRATA_PASSWORD", "test-password")
-            .env("STRATA_REPOSITORY", self.repo());
-        c
-    }
-
-    fn init(&self) {
-        self.cmd()
-            .args(["init", "--kdf-memory", "1", "--kdf-iterations", "1"])
-            .assert()
-            .success();
-    }
-
-    fn snapshots(&self) -> Vec<Value> {
-        json_array(self.cmd().args(["snapshots", "--json"]))
-    }
-
-    fn backup(&self, args: &[&str]) -> Value {
-        let out = self
-            .cmd()
-            .arg("backup")
-            .arg("--json")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "backup failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        last_json(&out.stdout)
-    }
-}
-
-/// Run a command that must succeed and print a JSON array.
-fn json_array(cmd: &mut Command) -> Vec<Value> {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn last_json(stdout: &[u8]) -> Value {
-    let text = String::from_utf8_lossy(stdout);
-    serde_json::from_str(text.lines().last().expect("no output")).unwrap()
-}
 
 /// Run a command that must exit with `code` and print one JSON value a line.
 fn json_lines(cmd: &mut Command, code: i32) -> Vec<Value> {
@@ -122,48 +41,12 @@ fn diff_changes(lines: &[Value]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn write(path: &Path, data: &[u8]) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, data).unwrap();
-}
-
 fn sample_tree(root: &Path) {
     write(&root.join("a.txt"), b"alpha\n");
     write(&root.join("sub/b.txt"), b"bravo\n");
     write(&root.join("sub/deep/c.log"), b"charlie\n");
     write(&root.join("big.bin"), &pseudo_random(3 << 20, 5));
     fs::create_dir_all(root.join("empty")).unwrap();
-}
-
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn tree_files(root: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            if p.is_dir() {
-                out.push((rel + "/", Vec::new()));
-                stack.push(p);
-            } else {
-                out.push((rel, fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]
