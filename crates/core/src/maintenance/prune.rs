@@ -185,6 +185,9 @@ impl SweepReport {
 #[derive(Default)]
 struct Refs {
     used: HashSet<Id>,
+    /// Trees walked; apart from `used`, since a file's chunk may have the
+    /// same bytes (and id) as a tree, which must still be walked.
+    trees: HashSet<Id>,
     snapshots: HashSet<Id>,
 }
 
@@ -209,9 +212,10 @@ impl Refs {
     fn walk(&mut self, repo: &Repository, root: Id) -> Result<()> {
         let mut stack = vec![root];
         while let Some(id) = stack.pop() {
-            if !self.used.insert(id) {
+            if !self.trees.insert(id) {
                 continue;
             }
+            self.used.insert(id);
             // The loaded index also reads condemned packs: a snapshot of a
             // backup that ran beside the prune that condemned them may need them.
             let tree = repo.load_tree(&id)?;
@@ -522,12 +526,13 @@ fn condemn(repo: &Repository, plan: &PrunePlan, lock: &LockGuard) -> Result<usiz
         .filter(|p| !gone.contains(&p.id))
         .cloned()
         .collect();
+    let sizes: HashMap<Id, u64> = plan.all_indexed().map(|u| (u.id, u.size)).collect();
     let mut packs: Vec<CondemnedPack> = gone
         .iter()
         .filter_map(|id| plan.indexed.get(id))
         .map(|p| CondemnedPack {
             id: p.id,
-            size: plan.size_of(&p.id),
+            size: sizes.get(&p.id).copied().unwrap_or(0),
             blobs: p.blobs.clone(),
         })
         .collect();
@@ -547,6 +552,7 @@ fn condemn(repo: &Repository, plan: &PrunePlan, lock: &LockGuard) -> Result<usiz
     // packs at every instant; it waits for no lock yet, so it is never
     // ready until completed.
     let draft = write_list(repo, None, packs)?;
+    lock.check()?;
     for name in plan
         .index_files
         .iter()
@@ -563,6 +569,7 @@ fn condemn(repo: &Repository, plan: &PrunePlan, lock: &LockGuard) -> Result<usiz
 /// the packs in an index, whoever locks later cannot.
 fn complete(repo: &Repository, lock: &LockGuard, (name, list): (String, Condemned)) -> Result<()> {
     let locks = held_origins(repo, lock)?.into_iter().collect();
+    lock.check()?;
     write_list(repo, Some(locks), list.packs)?;
     repo.storage().remove(ObjectKind::Condemned, &name)
 }
@@ -586,20 +593,13 @@ fn write_list(
     Ok((name, list))
 }
 
-impl PrunePlan {
-    fn size_of(&self, id: &Id) -> u64 {
-        self.all_indexed()
-            .find(|u| u.id == *id)
-            .map_or(0, |u| u.size)
-    }
-}
-
 /// An unindexed pack's blobs come from its header; one whose header cannot
 /// be read holds nothing usable.
 fn unindexed_pack(repo: &Repository, info: &ObjectInfo) -> Result<CondemnedPack> {
     let id = Id::from_hex(&info.name)?;
     let blobs = match repo.read_pack_header(&info.name, info.size) {
         Ok(entries) => entries.iter().map(IndexBlob::from).collect(),
+        Err(e) if e.kind() == crate::ErrorKind::Io => return Err(e),
         Err(e) => {
             tracing::warn!(
                 "pack {}: header unreadable ({e}); it holds nothing usable",
@@ -618,6 +618,14 @@ fn unindexed_pack(repo: &Repository, info: &ObjectInfo) -> Result<CondemnedPack>
 /// Step 2: delete the packs of condemned lists whose locks are all gone.
 fn sweep(repo: &Repository, lock: &LockGuard, refs: &mut Refs) -> Result<SweepReport> {
     let mut lists = Lists::load(repo)?;
+    // A damaged list (skipped by readers) goes; its packs look unindexed
+    // now, and this prune's plan condemns them again.
+    for info in repo.storage().list(ObjectKind::Condemned)? {
+        if !lists.lists.iter().any(|(n, _)| *n == info.name) {
+            lock.check()?;
+            repo.storage().remove(ObjectKind::Condemned, &info.name)?;
+        }
+    }
     // A prune killed between its two writes left a draft: complete it now
     // (noting locks later than it would have is only more cautious).
     if lists.lists.iter().any(|(_, l)| l.locks.is_none()) {
@@ -666,7 +674,12 @@ fn sweep(repo: &Repository, lock: &LockGuard, refs: &mut Refs) -> Result<SweepRe
     let mut rescued = Vec::new();
     let mut rescued_blobs: HashSet<Id> = HashSet::new();
     let mut delete = Vec::new();
+    // Several ready lists may name the same pack: decide for it once.
+    let mut decided: HashSet<Id> = HashSet::new();
     for pack in ready.iter().flat_map(|(_, l)| &l.packs) {
+        if !decided.insert(pack.id) {
+            continue;
+        }
         let Some(&size) = stored.get(&pack.id) else {
             continue; // deleted by an interrupted sweep
         };

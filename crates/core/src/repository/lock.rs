@@ -17,7 +17,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -51,8 +51,19 @@ pub struct LockInfo {
     #[serde(default)]
     pub origin: Option<Id>,
     pub hostname: String,
+    /// Boot id and PID namespace of the holder: its PID can be checked only
+    /// from the same ones (hosts or containers may share a name).
+    #[serde(default)]
+    pub machine: Option<String>,
     pub username: String,
     pub pid: u32,
+}
+
+/// This process's boot id and PID namespace, where Linux tells them.
+fn machine() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{} {}", boot.trim(), ns.display()))
 }
 
 impl LockInfo {
@@ -75,11 +86,12 @@ impl LockInfo {
 
     /// Whether the holder can be taken to be gone.
     fn is_stale(&self, timing: &LockTiming) -> bool {
-        if self.hostname == crate::hostname() {
-            return !process_alive(self.pid);
+        let same_machine = self.hostname == crate::hostname()
+            && (self.machine.is_none() || self.machine == machine());
+        if same_machine && !process_alive(self.pid) {
+            return true;
         }
-        let age = jiff::Timestamp::now().duration_since(self.time);
-        age.as_secs() > timing.stale_after.as_secs() as i64
+        age(self.time) > timing.stale_after
     }
 }
 
@@ -107,13 +119,22 @@ impl LockTiming {
     }
 }
 
+/// How long ago `time` was, by the wall clock (which, unlike the monotonic
+/// clock, keeps running while the machine is suspended).
+fn age(time: jiff::Timestamp) -> Duration {
+    let secs = jiff::Timestamp::now().duration_since(time).as_secs();
+    Duration::from_secs(secs.max(0) as u64)
+}
+
 /// State shared between a guard and its refresher thread.
 struct Held {
     storage: Arc<dyn Storage>,
     key: MasterKey,
     info: Mutex<LockInfo>,
     name: Mutex<String>,
-    last_refresh: Mutex<Instant>,
+    /// Held while refreshing or checking, so a check never looks for the
+    /// object a refresh is replacing.
+    busy: Mutex<()>,
     lost: AtomicBool,
     timing: LockTiming,
 }
@@ -129,17 +150,26 @@ impl LockGuard {
     /// Fails when the lock was lost: removed by another process, or not
     /// refreshed for long enough that others may consider it stale.
     pub fn check(&self) -> Result<()> {
-        let since = lock(&self.held.last_refresh).elapsed();
-        if self.held.lost.load(Ordering::SeqCst) || since > self.held.timing.lost_after() {
-            return Err(Error::new(
+        let _busy = lock(&self.held.busy);
+        let since = age(lock(&self.held.info).time);
+        let lost = |why: String| {
+            self.held.lost.store(true, Ordering::SeqCst);
+            Err(Error::new(
                 ErrorKind::Locked,
-                format!(
-                    "lost the repository lock (removed by another process, or not refreshed for {}s); stopping before writing anything others would rely on",
-                    since.as_secs()
-                ),
-            ));
+                format!("lost the repository lock ({why}); stopping before writing anything others would rely on"),
+            ))
+        };
+        if self.held.lost.load(Ordering::SeqCst) {
+            return lost("removed by another process".into());
         }
-        Ok(())
+        if since > self.held.timing.lost_after() {
+            return lost(format!("not refreshed for {}s", since.as_secs()));
+        }
+        let name = lock(&self.held.name).clone();
+        match self.held.storage.read(ObjectKind::Lock, &name) {
+            Err(e) if e.kind() == ErrorKind::Missing => lost("removed by another process".into()),
+            other => other.map(|_| ()),
+        }
     }
 
     /// The id that stays the same across refreshes of this lock.
@@ -162,6 +192,7 @@ impl Held {
 
     /// Replace the lock object by one with a fresh time.
     fn refresh(&self) -> Result<()> {
+        let _busy = lock(&self.busy);
         let old = lock(&self.name).clone();
         match self.storage.read(ObjectKind::Lock, &old) {
             Err(e) if e.kind() == ErrorKind::Missing => {
@@ -175,7 +206,6 @@ impl Held {
         let name = self.write(&info)?;
         *lock(&self.name) = name;
         *lock(&self.info) = info;
-        *lock(&self.last_refresh) = Instant::now();
         self.storage.remove(ObjectKind::Lock, &old)
     }
 }
@@ -238,12 +268,30 @@ pub(crate) fn live_locks(
     key: &MasterKey,
     timing: &LockTiming,
 ) -> Result<Vec<FoundLock>> {
+    // A holder refreshing between our list and read writes its new object
+    // before removing the old: listing again is sure to find it.
+    for _ in 0..20 {
+        if let Some(found) = read_locks(storage, key, timing)? {
+            return Ok(found);
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Locked,
+        "locks keep changing while being read; try again",
+    ))
+}
+
+/// One listing of the locks; `None` if one vanished while being read.
+fn read_locks(
+    storage: &Arc<dyn Storage>,
+    key: &MasterKey,
+    timing: &LockTiming,
+) -> Result<Option<Vec<FoundLock>>> {
     let mut out = Vec::new();
     for other in storage.list(ObjectKind::Lock)? {
         let info = match storage.read(ObjectKind::Lock, &other.name) {
             Ok(data) => open_object::<LockInfo>(key, ad::LOCK, &data, "lock").ok(),
-            // Removed since it was listed: its holder is done.
-            Err(e) if e.kind() == ErrorKind::Missing => continue,
+            Err(e) if e.kind() == ErrorKind::Missing => return Ok(None),
             Err(e) => return Err(e),
         };
         if let Some(i) = info.as_ref().filter(|i| i.is_stale(timing)) {
@@ -262,7 +310,7 @@ pub(crate) fn live_locks(
             info,
         });
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 pub(crate) fn acquire(
@@ -277,6 +325,7 @@ pub(crate) fn acquire(
         maintenance: kind == LockKind::Maintenance,
         origin: Some(Id(rand::random())),
         hostname: crate::hostname(),
+        machine: machine(),
         username: crate::username(),
         pid: std::process::id(),
     };
@@ -285,7 +334,7 @@ pub(crate) fn acquire(
         key: key.clone(),
         info: Mutex::new(info.clone()),
         name: Mutex::new(String::new()),
-        last_refresh: Mutex::new(Instant::now()),
+        busy: Mutex::new(()),
         lost: AtomicBool::new(false),
         timing,
     });
@@ -421,6 +470,7 @@ mod tests {
             maintenance: false,
             origin: None,
             hostname: "elsewhere.invalid".into(),
+            machine: None,
             username: "u".into(),
             pid: 1,
         };

@@ -151,14 +151,27 @@ impl Repository {
     /// as a fallback for reads (see [`Index::get`]). Damaged index files are
     /// errors.
     pub fn load_index(&self) -> Result<()> {
+        // A prune may replace index files between our list and read: the
+        // new file is written before the old go, so listing again finds it.
+        let mut tries = 0;
+        let index = loop {
+            match self.read_all_index_files() {
+                Err(e) if e.kind() == ErrorKind::Missing && tries < 5 => tries += 1,
+                other => break other?,
+            }
+        };
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
+        Ok(())
+    }
+
+    fn read_all_index_files(&self) -> Result<Index> {
         let mut index = Index::default();
         for info in self.storage.list(ObjectKind::Index)? {
             let file = self.read_index_file(&info.name)?;
             index.add_file(&file);
         }
         self.add_condemned(&mut index)?;
-        *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
-        Ok(())
+        Ok(index)
     }
 
     /// Add the packs prunes condemned to `index` as a fallback for reads.
@@ -173,26 +186,46 @@ impl Repository {
         Ok(())
     }
 
-    /// The condemned lists of prunes, waiting for their sweep.
+    /// The condemned lists of prunes, waiting for their sweep. A damaged
+    /// list is skipped with a warning: its packs then look unindexed, and
+    /// the next prune condemns them again.
     pub fn condemned_lists(&self) -> Result<Vec<(String, Condemned)>> {
+        for _ in 0..5 {
+            if let Some(lists) = self.read_condemned_lists()? {
+                return Ok(lists);
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Locked,
+            "condemned lists keep changing while being read; try again",
+        ))
+    }
+
+    /// `None` if a list vanished while being read (a draft being completed:
+    /// its replacement is written first, so listing again finds it).
+    fn read_condemned_lists(&self) -> Result<Option<Vec<(String, Condemned)>>> {
         let mut out = Vec::new();
         for info in self.storage.list(ObjectKind::Condemned)? {
             let sealed = match self.storage.read(ObjectKind::Condemned, &info.name) {
                 Ok(s) => s,
-                // swept since it was listed
-                Err(e) if e.kind() == ErrorKind::Missing => continue,
+                Err(e) if e.kind() == ErrorKind::Missing => return Ok(None),
                 Err(e) => return Err(e),
             };
-            check_name(&sealed, &info.name, "condemned list")?;
-            let list = open_object(
-                &self.key,
-                ad::CONDEMNED,
-                &sealed,
-                &format!("condemned list {}", info.name),
-            )?;
-            out.push((info.name, list));
+            let list = check_name(&sealed, &info.name, "condemned list").and_then(|()| {
+                open_object(
+                    &self.key,
+                    ad::CONDEMNED,
+                    &sealed,
+                    &format!("condemned list {}", info.name),
+                )
+            });
+            match list {
+                Ok(list) => out.push((info.name, list)),
+                Err(e) if e.kind() == ErrorKind::Io => return Err(e),
+                Err(e) => tracing::warn!("skipping {e}"),
+            }
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
@@ -260,6 +293,8 @@ impl Repository {
             let loaded = Id::from_hex(&info.name).and_then(|id| Ok((id, self.load_snapshot(&id)?)));
             match loaded {
                 Ok(s) => good.push(s),
+                // forgotten since it was listed
+                Err(e) if e.kind() == ErrorKind::Missing => {}
                 Err(e) => bad.push((info.name.clone(), e)),
             }
         }
@@ -269,6 +304,18 @@ impl Repository {
 
     /// Read, decrypt, decompress and verify one blob.
     pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        match self.read_blob_once(id) {
+            // A prune deleted the pack this index named after storing the
+            // blob elsewhere (docs/design.md, "Prune"): look again.
+            Err(e) if e.kind() == ErrorKind::Missing && self.index().get(id).is_some() => {
+                self.load_index()?;
+                self.read_blob_once(id)
+            }
+            other => other,
+        }
+    }
+
+    fn read_blob_once(&self, id: &Id) -> Result<Vec<u8>> {
         let loc = *self
             .index()
             .get(id)
