@@ -14,12 +14,14 @@ use std::time::Duration;
 use common::{random_bytes, small_config, KDF};
 use strata_core::backup::{self, BackupOptions, NoProgress, Progress};
 use strata_core::check::{self, CheckOptions};
-use strata_core::format::snapshot::Summary;
+use strata_core::format::condemned::{Condemned, CondemnedPack};
+use strata_core::format::snapshot::Snapshot;
+use strata_core::format::{ad, seal_object};
 use strata_core::maintenance::prune::{self, PruneOptions, PruneReport, UnusedLimit};
 use strata_core::repository::{LockKind, LockTiming, Repository};
 use strata_core::restore::{self, NoRestoreProgress, RestoreOptions};
-use strata_core::storage::{MemoryStorage, ObjectKind, Storage};
-use strata_core::{ErrorKind, Id};
+use strata_core::storage::{MemoryStorage, ObjectInfo, ObjectKind, ObjectWriter, Storage};
+use strata_core::{ErrorKind, Id, Result};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -51,10 +53,10 @@ impl Setup {
         Arc::new(Repository::open(Arc::new(self.storage.clone()), b"pw").unwrap())
     }
 
-    fn backup(&self, progress: &dyn Progress) -> strata_core::Result<(Id, Summary)> {
+    fn backup(&self, progress: &dyn Progress) -> Result<(Id, Snapshot)> {
         let repo = self.handle();
         let opts = BackupOptions::new(vec![self.src.clone()]);
-        backup::run(&repo, &opts, progress).map(|(id, s)| (id, s.summary.unwrap_or_default()))
+        backup::run(&repo, &opts, progress)
     }
 
     fn prune(&self, max_unused: UnusedLimit) -> PruneReport {
@@ -75,18 +77,20 @@ impl Setup {
         self.storage.list(ObjectKind::Pack).unwrap().len()
     }
 
+    /// A full check, reading all data, finds no damage.
+    fn assert_checks(&self) {
+        let opts = CheckOptions {
+            read_data: true,
+            subset: None,
+        };
+        let report = check::run(&self.handle(), &opts).unwrap();
+        assert!(report.ok(), "check found damage: {:?}", report.errors);
+    }
+
     /// Full check with data, then restore `snap` and compare it with `want`.
     fn assert_intact(&self, snap: &Id, want: &BTreeMap<PathBuf, Vec<u8>>) {
+        self.assert_checks();
         let repo = self.handle();
-        let report = check::run(
-            &repo,
-            &CheckOptions {
-                read_data: true,
-                subset: None,
-            },
-        )
-        .unwrap();
-        assert!(report.ok(), "check found damage: {:?}", report.errors);
         repo.load_index().unwrap();
         let target = self.restore_root.join(snap.to_hex());
         let opts = RestoreOptions {
@@ -99,17 +103,21 @@ impl Setup {
     }
 }
 
+/// Every file under `dir` (by relative path) with its bytes.
 fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                PathBuf::from(e.file_name()),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = PathBuf::from(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            for (rel, data) in contents(&e.path()) {
+                out.insert(name.join(rel), data);
+            }
+        } else {
+            out.insert(name, std::fs::read(e.path()).unwrap());
+        }
+    }
+    out
 }
 
 /// Runs `action` once, from inside a backup, after its lock and index.
@@ -144,14 +152,15 @@ fn a_backup_that_saw_condemned_data_keeps_it() {
     let during = Mutex::new(None);
     // The second backup loaded an index listing the first one's blobs and
     // reuses them; meanwhile the first snapshot is forgotten and pruned.
-    let (second, summary) = s
+    let (second, snap) = s
         .backup(&hook(|| {
             s.forget(&first);
             *during.lock().unwrap() = Some(s.prune(UnusedLimit::Percent(0.0)));
         }))
         .unwrap();
     assert_eq!(
-        summary.files_unchanged, 6,
+        snap.summary.unwrap().files_unchanged,
+        6,
         "the files were reused, not read"
     );
     let during = during.into_inner().unwrap().unwrap();
@@ -183,10 +192,11 @@ fn a_backup_after_condemnation_stores_the_data_again() {
     assert_eq!(condemned.condemned_packs, packs_before);
     assert_eq!(condemned.sweep.deleted_packs, 0);
     assert_eq!(s.packs(), packs_before);
-    let (second, summary) = s.backup(&NoProgress).unwrap();
+    let (second, snap) = s.backup(&NoProgress).unwrap();
     assert!(
-        summary.data_added >= 4 * 200_000,
-        "condemned blobs must be stored again, not referenced: {summary:?}"
+        snap.summary.as_ref().unwrap().data_added >= 4 * 200_000,
+        "condemned blobs must be stored again, not referenced: {:?}",
+        snap.summary
     );
     drop(held);
     let swept = s.prune(UnusedLimit::Percent(0.0));
@@ -250,4 +260,210 @@ fn a_backup_whose_lock_was_removed_writes_no_snapshot() {
     assert_eq!(err.kind(), ErrorKind::Locked, "{err}");
     assert!(s.storage.list(ObjectKind::Snapshot).unwrap().is_empty());
     assert!(s.storage.list(ObjectKind::Index).unwrap().is_empty());
+}
+
+// Races found in review, one regression test each.
+
+/// A prune killed right after its draft (old index files not yet deleted),
+/// then a prune beside a running backup: the pack ends up on two lists.
+#[test]
+fn a_pack_on_two_ready_lists_is_decided_once() {
+    let s = Setup::new(4);
+    let want = contents(&s.src);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (first, _) = s.backup(&NoProgress).unwrap();
+    let (second, _) = s
+        .backup(&hook(|| {
+            s.forget(&first);
+            // prune 1, killed right after its draft: every pack condemned,
+            // no new index, the old index file still there
+            let repo = s.handle();
+            let mut packs = Vec::new();
+            for info in s.storage.list(ObjectKind::Index).unwrap() {
+                for p in repo.read_index_file(&info.name).unwrap().packs {
+                    packs.push(CondemnedPack {
+                        id: p.id,
+                        size: 0,
+                        blobs: p.blobs,
+                    });
+                }
+            }
+            let draft = Condemned {
+                version: 1,
+                time: jiff::Timestamp::now(),
+                hostname: "killed".into(),
+                locks: None,
+                packs,
+            };
+            let sealed = seal_object(repo.key(), ad::CONDEMNED, &draft, 0);
+            let name = Id::of_object(&sealed).to_hex();
+            s.storage
+                .write(ObjectKind::Condemned, &name, &sealed)
+                .unwrap();
+            // prune 2, beside this backup, condemns the same packs again
+            let r = s.prune(UnusedLimit::Percent(0.0));
+            assert_eq!(r.sweep.deleted_packs, 0, "{r:?}");
+        }))
+        .unwrap();
+    s.prune(UnusedLimit::Percent(0.0));
+    s.assert_intact(&second, &want);
+}
+
+/// Storage on which, in every other listing of the locks, the first lock
+/// read races with its holder's refresh: between list and read, the lock
+/// object is replaced by a new one.
+#[derive(Clone)]
+struct Refreshing {
+    inner: MemoryStorage,
+    /// Listings of the locks so far, and the one whose race has happened.
+    lists: Arc<std::sync::atomic::AtomicUsize>,
+    raced: Arc<std::sync::atomic::AtomicUsize>,
+    /// The locks of the other process (whose names move on refresh).
+    theirs: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Storage for Refreshing {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self) -> Result<()> {
+        self.inner.create()
+    }
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        if kind == ObjectKind::Lock {
+            self.lists.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.list(kind)
+    }
+    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+        let listing = self.lists.load(Ordering::SeqCst);
+        let racing = kind == ObjectKind::Lock
+            && listing % 2 == 1
+            && self.theirs.lock().unwrap().contains(name)
+            && self.raced.swap(listing, Ordering::SeqCst) != listing;
+        if racing {
+            // the holder refreshes: new object first, then the old one goes
+            let data = self.inner.read(kind, name)?;
+            let new = Id(rand::random()).to_hex();
+            self.inner.write(kind, &new, &data)?;
+            self.inner.remove(kind, name)?;
+            self.theirs.lock().unwrap().insert(new);
+        }
+        self.inner.read(kind, name)
+    }
+    fn read_range(&self, kind: ObjectKind, name: &str, o: u64, l: u64) -> Result<Vec<u8>> {
+        self.inner.read_range(kind, name, o, l)
+    }
+    fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+        self.inner.write(kind, name, data)
+    }
+    fn remove(&self, kind: ObjectKind, name: &str) -> Result<()> {
+        self.inner.remove(kind, name)
+    }
+    fn create_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
+        self.inner.create_writer(kind)
+    }
+}
+
+#[test]
+fn a_lock_refreshed_between_list_and_read_is_still_waited_for() {
+    let s = Setup::new(4);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (first, _) = s.backup(&NoProgress).unwrap();
+    let during = Mutex::new(None);
+    // The simulated refresh renames the backup's lock behind its back, so
+    // the backup itself sees its lock gone and stops: what matters is that
+    // the prune beside it still waited for it.
+    let result = s.backup(&hook(|| {
+        s.forget(&first);
+        let racy = Refreshing {
+            inner: s.storage.clone(),
+            lists: Arc::default(),
+            raced: Arc::default(),
+            theirs: Arc::new(Mutex::new(
+                s.storage
+                    .list(ObjectKind::Lock)
+                    .unwrap()
+                    .into_iter()
+                    .map(|o| o.name)
+                    .collect(),
+            )),
+        };
+        let repo = Arc::new(Repository::open(Arc::new(racy), b"pw").unwrap());
+        let opts = PruneOptions {
+            max_unused: UnusedLimit::Percent(0.0),
+            max_repack_size: None,
+        };
+        *during.lock().unwrap() = Some(prune::run(&repo, &opts, false).unwrap().1);
+    }));
+    let during = during.into_inner().unwrap().unwrap();
+    assert!(during.condemned_packs > 0, "{during:?}");
+    assert_eq!(
+        during.sweep.deleted_packs, 0,
+        "the prune did not wait for the backup: {during:?}"
+    );
+    if let Err(e) = &result {
+        assert_eq!(e.kind(), ErrorKind::Locked, "{e}");
+    }
+    s.assert_checks();
+}
+
+/// A reader that loaded the index after the condemnation (so its lock is on
+/// no list) reads a kept snapshot's blob from the condemned pack; another
+/// backup stores the blob again; the next sweep deletes the pack.
+#[test]
+fn a_reader_started_after_condemnation_finds_the_blob_again() {
+    let s = Setup::new(4);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (first, _) = s.backup(&NoProgress).unwrap();
+    let (second, snap) = s
+        .backup(&hook(|| {
+            s.forget(&first);
+            s.prune(UnusedLimit::Percent(0.0));
+        }))
+        .unwrap();
+    // a restore of the kept snapshot starts: lock, index
+    let reader = s.handle();
+    let _lock = reader.lock(LockKind::Shared).unwrap();
+    reader.load_index().unwrap();
+    let root = reader.load_tree(&snap.tree).unwrap();
+    let dir = reader.load_tree(&root.nodes[0].subtree.unwrap()).unwrap();
+    let blobs: Vec<Id> = dir
+        .nodes
+        .iter()
+        .flat_map(|n| n.content.clone().unwrap_or_default())
+        .collect();
+    // meanwhile another host stores the same data again, and prunes
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut opts = BackupOptions::new(vec![s.src.clone()]);
+    opts.force = true;
+    backup::run(&s.handle(), &opts, &NoProgress).unwrap();
+    s.prune(UnusedLimit::Percent(0.0));
+    for b in &blobs {
+        reader
+            .read_blob(b)
+            .unwrap_or_else(|e| panic!("restore of kept snapshot {second} fails: {e}"));
+    }
+}
+
+/// A file whose bytes equal a directory's tree blob has the tree's id as
+/// its content: prune's walk must still descend into the tree.
+#[test]
+fn a_file_equal_to_a_tree_does_not_hide_the_subtree_from_prune() {
+    let s = Setup::new(0);
+    std::fs::create_dir(s.src.join("sub")).unwrap();
+    std::fs::write(s.src.join("sub/a"), random_bytes(9, 300_000)).unwrap();
+    let (first, snap) = s.backup(&NoProgress).unwrap();
+    let repo = s.handle();
+    repo.load_index().unwrap();
+    let root = repo.load_tree(&snap.tree).unwrap();
+    let top = repo.load_tree(&root.nodes[0].subtree.unwrap()).unwrap();
+    let sub = top.nodes.iter().find(|n| n.name == b"sub").unwrap();
+    let tree_bytes = repo.read_blob(&sub.subtree.unwrap()).unwrap();
+    std::fs::write(s.src.join("zz"), tree_bytes).unwrap();
+    let want = contents(&s.src);
+    let (second, _) = s.backup(&NoProgress).unwrap();
+    s.forget(&first);
+    s.prune(UnusedLimit::Percent(0.0));
+    s.assert_intact(&second, &want);
 }
