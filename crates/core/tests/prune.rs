@@ -63,6 +63,7 @@ impl Setup {
         let opts = PruneOptions {
             max_unused,
             max_repack_size: None,
+            ..PruneOptions::default()
         };
         prune::run(&self.handle(), &opts, false).unwrap().1
     }
@@ -393,6 +394,7 @@ fn a_lock_refreshed_between_list_and_read_is_still_waited_for() {
         let opts = PruneOptions {
             max_unused: UnusedLimit::Percent(0.0),
             max_repack_size: None,
+            ..PruneOptions::default()
         };
         *during.lock().unwrap() = Some(prune::run(&repo, &opts, false).unwrap().1);
     }));

@@ -159,7 +159,9 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
             );
         }
         if args.prune {
-            return super::prune::prune_repository(global, &repo, &args.prune_args, true);
+            let mut opts = args.prune_args.options();
+            opts.assume_forgotten = remove;
+            return super::prune::prune_repository(global, &repo, &opts, true);
         }
         return Ok(crate::exit::OK);
     };
@@ -180,7 +182,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         );
     }
     if args.prune {
-        return super::prune::prune_repository(global, &repo, &args.prune_args, false);
+        return super::prune::prune_repository(global, &repo, &args.prune_args.options(), false);
     }
     Ok(crate::exit::OK)
 }

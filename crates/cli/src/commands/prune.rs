@@ -21,6 +21,7 @@ impl PruneArgs {
         PruneOptions {
             max_unused: self.max_unused,
             max_repack_size: self.max_repack_size,
+            assume_forgotten: Vec::new(),
         }
     }
 }
@@ -58,17 +59,17 @@ fn parse_limit(s: &str) -> Result<UnusedLimit, String> {
 
 pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let repo = std::sync::Arc::new(repo::open(global)?);
-    prune_repository(global, &repo, &args.prune, args.dry_run)
+    prune_repository(global, &repo, &args.prune.options(), args.dry_run)
 }
 
 /// Prune and print the outcome (shared with `forget --prune`).
 pub fn prune_repository(
     global: &GlobalArgs,
     repo: &std::sync::Arc<strata_core::repository::Repository>,
-    args: &PruneArgs,
+    opts: &PruneOptions,
     dry_run: bool,
 ) -> Result<u8> {
-    let (plan, report) = prune::run(repo, &args.options(), dry_run)?;
+    let (plan, report) = prune::run(repo, opts, dry_run)?;
     if global.json {
         println!("{}", to_json(&plan, &report, dry_run));
     } else if !global.quiet {
@@ -127,11 +128,11 @@ fn print_report(plan: &PrunePlan, report: &PruneReport, dry_run: bool) {
         println!("dry run: nothing was changed");
         return;
     }
-    if plan.is_empty() && report.sweep.deleted_packs == 0 {
+    let s = &report.sweep;
+    if plan.is_empty() && s.deleted_packs == 0 && s.rescued_packs == 0 && s.waiting_packs == 0 {
         println!("nothing to prune");
         return;
     }
-    let s = &report.sweep;
     println!(
         "repacked {} blobs; deleted {} packs ({})",
         report.repacked_blobs,
@@ -173,5 +174,8 @@ fn to_json(plan: &PrunePlan, report: &PruneReport, dry_run: bool) -> serde_json:
         "rescued_packs": s.rescued_packs,
         "waiting_packs": s.waiting_packs,
         "waiting_bytes": s.waiting_bytes,
+        "pending": plan.pending.iter().map(|p| json!({
+            "list": p.name, "time": p.time.to_string(), "packs": p.packs,
+            "bytes": p.bytes, "waiting_for_locks": p.waiting_for})).collect::<Vec<_>>(),
     })
 }

@@ -53,11 +53,13 @@ impl UnusedLimit {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct PruneOptions {
     pub max_unused: UnusedLimit,
     /// Stop choosing packs to repack once their sizes add up to this.
     pub max_repack_size: Option<u64>,
+    /// Plan as if these snapshots were gone (`forget --prune --dry-run`).
+    pub assume_forgotten: Vec<Id>,
 }
 
 impl Default for PruneOptions {
@@ -65,6 +67,7 @@ impl Default for PruneOptions {
         PruneOptions {
             max_unused: UnusedLimit::Percent(5.0),
             max_repack_size: None,
+            assume_forgotten: Vec::new(),
         }
     }
 }
@@ -277,6 +280,11 @@ pub fn run(
     opts: &PruneOptions,
     dry_run: bool,
 ) -> Result<(PrunePlan, PruneReport)> {
+    if !dry_run && !opts.assume_forgotten.is_empty() {
+        return Err(Error::invalid(
+            "assume_forgotten is for planning only: forget the snapshots first",
+        ));
+    }
     let kind = if dry_run {
         LockKind::Shared
     } else {
@@ -321,6 +329,10 @@ fn plan(
     }
     repo.add_condemned(&mut index)?;
     repo.replace_index(index);
+    let snaps = snaps
+        .into_iter()
+        .filter(|(id, _)| !opts.assume_forgotten.contains(id))
+        .collect();
     plan.snapshots = refs.update(repo, snaps)?;
     let stored: HashMap<Id, u64> = pack_sizes(repo)?;
     if let Some(missing) = plan.indexed.keys().find(|p| !stored.contains_key(p)) {
@@ -755,6 +767,7 @@ mod tests {
         let opts = PruneOptions {
             max_unused: UnusedLimit::Bytes(25),
             max_repack_size: None,
+            ..PruneOptions::default()
         };
         choose(&mut plan, uses, &opts);
         let ids = |v: &[PackUse]| v.iter().map(|u| u.id.0[0]).collect::<Vec<_>>();
@@ -771,6 +784,7 @@ mod tests {
         let opts = PruneOptions {
             max_unused: UnusedLimit::Bytes(0),
             max_repack_size: Some(150),
+            ..PruneOptions::default()
         };
         choose(&mut plan, uses, &opts);
         assert_eq!(plan.repack.len(), 1);
