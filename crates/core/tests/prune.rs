@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -310,20 +310,24 @@ fn a_pack_on_two_ready_lists_is_decided_once() {
     s.assert_intact(&second, &want);
 }
 
-/// Storage on which, in every other listing of the locks, the first lock
-/// read races with its holder's refresh: between list and read, the lock
-/// object is replaced by a new one.
-#[derive(Clone)]
-struct Refreshing {
-    inner: MemoryStorage,
-    /// Listings of the locks so far, and the one whose race has happened.
-    lists: Arc<std::sync::atomic::AtomicUsize>,
-    raced: Arc<std::sync::atomic::AtomicUsize>,
-    /// The locks of the other process (whose names move on refresh).
-    theirs: Arc<Mutex<std::collections::HashSet<String>>>,
+/// The calls a test storage can intercept.
+enum Call<'a> {
+    List(ObjectKind),
+    Read(ObjectKind, &'a str),
+    /// Kind, name and length.
+    ReadRange(ObjectKind, &'a str, u64),
 }
 
-impl Storage for Refreshing {
+type Interceptor = Arc<dyn Fn(&MemoryStorage, Call) -> Result<()> + Send + Sync>;
+
+/// Memory storage with a hook that runs before some calls and may fail them.
+#[derive(Clone)]
+struct Intercepted {
+    inner: MemoryStorage,
+    hook: Interceptor,
+}
+
+impl Storage for Intercepted {
     fn location(&self) -> String {
         self.inner.location()
     }
@@ -331,28 +335,15 @@ impl Storage for Refreshing {
         self.inner.create()
     }
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
-        if kind == ObjectKind::Lock {
-            self.lists.fetch_add(1, Ordering::SeqCst);
-        }
+        (self.hook)(&self.inner, Call::List(kind))?;
         self.inner.list(kind)
     }
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
-        let listing = self.lists.load(Ordering::SeqCst);
-        let racing = kind == ObjectKind::Lock
-            && listing % 2 == 1
-            && self.theirs.lock().unwrap().contains(name)
-            && self.raced.swap(listing, Ordering::SeqCst) != listing;
-        if racing {
-            // the holder refreshes: new object first, then the old one goes
-            let data = self.inner.read(kind, name)?;
-            let new = Id(rand::random()).to_hex();
-            self.inner.write(kind, &new, &data)?;
-            self.inner.remove(kind, name)?;
-            self.theirs.lock().unwrap().insert(new);
-        }
+        (self.hook)(&self.inner, Call::Read(kind, name))?;
         self.inner.read(kind, name)
     }
     fn read_range(&self, kind: ObjectKind, name: &str, o: u64, l: u64) -> Result<Vec<u8>> {
+        (self.hook)(&self.inner, Call::ReadRange(kind, name, l))?;
         self.inner.read_range(kind, name, o, l)
     }
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
@@ -363,6 +354,48 @@ impl Storage for Refreshing {
     }
     fn create_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
         self.inner.create_writer(kind)
+    }
+}
+
+/// Storage on which, in every other listing of the locks, the first read of
+/// a lock present now races with its holder's refresh: between list and
+/// read, the lock object is replaced by a new one.
+fn refreshing(storage: &MemoryStorage) -> Intercepted {
+    let theirs: Mutex<std::collections::HashSet<String>> = Mutex::new(
+        storage
+            .list(ObjectKind::Lock)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect(),
+    );
+    let (lists, raced) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let hook = move |inner: &MemoryStorage, call: Call| -> Result<()> {
+        match call {
+            Call::List(ObjectKind::Lock) => {
+                lists.fetch_add(1, Ordering::SeqCst);
+            }
+            Call::Read(ObjectKind::Lock, name) => {
+                let listing = lists.load(Ordering::SeqCst);
+                let racing = listing % 2 == 1
+                    && theirs.lock().unwrap().contains(name)
+                    && raced.swap(listing, Ordering::SeqCst) != listing;
+                if racing {
+                    // the holder refreshes: new object first, then the old goes
+                    let data = inner.read(ObjectKind::Lock, name)?;
+                    let new = Id(rand::random()).to_hex();
+                    inner.write(ObjectKind::Lock, &new, &data)?;
+                    inner.remove(ObjectKind::Lock, name)?;
+                    theirs.lock().unwrap().insert(new);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    };
+    Intercepted {
+        inner: storage.clone(),
+        hook: Arc::new(hook),
     }
 }
 
@@ -377,19 +410,7 @@ fn a_lock_refreshed_between_list_and_read_is_still_waited_for() {
     // the prune beside it still waited for it.
     let result = s.backup(&hook(|| {
         s.forget(&first);
-        let racy = Refreshing {
-            inner: s.storage.clone(),
-            lists: Arc::default(),
-            raced: Arc::default(),
-            theirs: Arc::new(Mutex::new(
-                s.storage
-                    .list(ObjectKind::Lock)
-                    .unwrap()
-                    .into_iter()
-                    .map(|o| o.name)
-                    .collect(),
-            )),
-        };
+        let racy = refreshing(&s.storage);
         let repo = Arc::new(Repository::open(Arc::new(racy), b"pw").unwrap());
         let opts = PruneOptions {
             max_unused: UnusedLimit::Percent(0.0),
@@ -468,4 +489,36 @@ fn a_file_equal_to_a_tree_does_not_hide_the_subtree_from_prune() {
     s.forget(&first);
     s.prune(UnusedLimit::Percent(0.0));
     s.assert_intact(&second, &want);
+}
+
+#[test]
+fn a_restore_reads_the_blobs_of_a_vanished_pack_where_they_are_now() {
+    let s = Setup::new(3);
+    let want = contents(&s.src);
+    let (id, snap) = s.backup(&NoProgress).unwrap();
+    // the first run of file data read finds its pack gone, as when a prune
+    // deletes a pack a restore planned to read
+    let vanished = Arc::new(AtomicBool::new(false));
+    let seen = vanished.clone();
+    let storage = Intercepted {
+        inner: s.storage.clone(),
+        hook: Arc::new(move |_: &MemoryStorage, call: Call| match call {
+            // trees and pack headers are far smaller
+            Call::ReadRange(ObjectKind::Pack, name, len)
+                if len > 64 << 10 && !seen.swap(true, Ordering::SeqCst) =>
+            {
+                Err(strata_core::Error::missing(format!("pack {name} is gone")))
+            }
+            _ => Ok(()),
+        }),
+    };
+    let repo = Arc::new(Repository::open(Arc::new(storage), b"pw").unwrap());
+    let target = s.restore_root.join(id.to_hex());
+    let opts = RestoreOptions {
+        target: target.clone(),
+        ..RestoreOptions::default()
+    };
+    restore::run(&repo, snap.tree, &opts, &NoRestoreProgress).unwrap();
+    assert!(vanished.load(Ordering::SeqCst), "no read failed");
+    assert_eq!(contents(&target.join("src")), want);
 }

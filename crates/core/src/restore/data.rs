@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{FileJob, RestoreProgress, RestoreSummary};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::format::tree::{Extent, Node};
 use crate::id::Id;
 use crate::repository::{BlobLocation, Repository};
@@ -59,7 +59,13 @@ pub(super) fn fill_files(
                 if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
                     break;
                 }
-                match restore_pack(repo, pack, needs, jobs, nodes, progress) {
+                let result = match restore_pack(repo, pack, needs, jobs, nodes, progress) {
+                    Err(e) if e.kind() == ErrorKind::Missing => {
+                        restore_moved(repo, needs, jobs, nodes, progress)
+                    }
+                    other => other,
+                };
+                match result {
                     Ok(n) => {
                         written.fetch_add(n, Ordering::Relaxed);
                     }
@@ -157,22 +163,52 @@ fn restore_pack(
                 &mut plain,
             )
             .map_err(|e| e.context(format!("pack {name}")))?;
-            for &(job, offset) in &need.targets {
-                let path = &jobs[job].path;
-                let file = super::fsops::open_for_write(path)
-                    .map_err(|e| Error::io(path, "cannot open", e))?;
-                write_stream(
-                    &file,
-                    nodes[jobs[job].entry].extents.as_deref(),
-                    offset,
-                    &plain,
-                )
-                .map_err(|e| Error::io(path, "cannot write", e))?;
-                written += plain.len() as u64;
-                progress.bytes_written(plain.len() as u64);
-            }
+            written += write_targets(need, &plain, jobs, nodes, progress)?;
         }
         i = j;
+    }
+    Ok(written)
+}
+
+/// Write one blob's plaintext everywhere the files need it.
+fn write_targets(
+    need: &Need,
+    plain: &[u8],
+    jobs: &[FileJob],
+    nodes: &[&Node],
+    progress: &dyn RestoreProgress,
+) -> Result<u64> {
+    let mut written = 0;
+    for &(job, offset) in &need.targets {
+        let path = &jobs[job].path;
+        let file =
+            super::fsops::open_for_write(path).map_err(|e| Error::io(path, "cannot open", e))?;
+        write_stream(
+            &file,
+            nodes[jobs[job].entry].extents.as_deref(),
+            offset,
+            plain,
+        )
+        .map_err(|e| Error::io(path, "cannot write", e))?;
+        written += plain.len() as u64;
+        progress.bytes_written(plain.len() as u64);
+    }
+    Ok(written)
+}
+
+/// The pack is gone: a prune deleted it after storing its blobs elsewhere
+/// (docs/design.md, "Prune"). Read each blob where the index says now.
+fn restore_moved(
+    repo: &Repository,
+    needs: &[Need],
+    jobs: &[FileJob],
+    nodes: &[&Node],
+    progress: &dyn RestoreProgress,
+) -> Result<u64> {
+    let mut written = 0;
+    for need in needs {
+        let plain = repo.read_blob(&need.id)?;
+        written += write_targets(need, &plain, jobs, nodes, progress)?;
     }
     Ok(written)
 }
