@@ -92,15 +92,20 @@ fn print_plan(plan: &PrunePlan) {
         output::bytes(unused)
     );
     println!(
-        "packs: {} kept, {} to delete ({}), {} to repack ({}), {} not indexed ({})",
+        "packs: {} kept, {} to delete ({}), {} to repack ({})",
         plan.keep.len(),
         plan.delete.len(),
         output::bytes(sum(&plan.delete)),
         plan.repack.len(),
         output::bytes(sum(&plan.repack)),
-        plan.unindexed.len(),
-        output::bytes(plan.unindexed.iter().map(|o| o.size).sum())
     );
+    if !plan.unindexed.is_empty() {
+        println!(
+            "{} packs ({}) are in no index: left by interrupted commands, or being written by running backups (then kept)",
+            plan.unindexed.len(),
+            output::bytes(plan.unindexed_bytes())
+        );
+    }
     let total = used + plan.unused_after();
     println!(
         "frees {}; unused data left: {} ({:.1}%)",
@@ -163,6 +168,7 @@ fn to_json(plan: &PrunePlan, report: &PruneReport, dry_run: bool) -> serde_json:
         "unused_bytes": plan.unused_bytes(),
         "unused_after_bytes": plan.unused_after(),
         "freed_bytes": plan.freed_bytes(),
+        "unindexed_bytes": plan.unindexed_bytes(),
         "packs_kept": plan.keep.len(),
         "packs_to_delete": plan.delete.len(),
         "packs_to_repack": plan.repack.len(),

@@ -130,16 +130,21 @@ impl PrunePlan {
         self.keep.iter().map(|p| p.unused_bytes).sum()
     }
 
-    /// Bytes of storage this prune frees once its packs are deleted.
+    /// Bytes of storage this prune frees once its packs are deleted, not
+    /// counting packs no index lists (see [`PrunePlan::unindexed_bytes`]).
     pub fn freed_bytes(&self) -> u64 {
         let deleted: u64 = self.delete.iter().map(|p| p.size).sum();
-        let unindexed: u64 = self.unindexed.iter().map(|p| p.size).sum();
         let repacked: u64 = self
             .repack
             .iter()
             .map(|p| p.size.saturating_sub(p.used_bytes))
             .sum();
-        deleted + unindexed + repacked
+        deleted + repacked
+    }
+
+    /// Packs no index lists: freed too, unless running backups list them.
+    pub fn unindexed_bytes(&self) -> u64 {
+        self.unindexed.iter().map(|p| p.size).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -775,6 +780,7 @@ mod tests {
         assert_eq!(ids(&plan.repack), [3]);
         assert_eq!(plan.unused_after(), 25);
         assert_eq!(plan.freed_bytes(), 100 + 90);
+        assert_eq!(plan.unindexed_bytes(), 0);
     }
 
     #[test]
