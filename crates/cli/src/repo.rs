@@ -13,8 +13,10 @@ use strata_core::storage::{LocalStorage, Storage};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// Repository location: a directory path. Without it, the default
-    /// repository (created by the first `backup`) is used.
+    /// Repository location: a directory path, `s3:https://host/bucket/prefix`,
+    /// `s3:bucket/prefix` (AWS), `sftp:user@host:/path` or
+    /// `sftp://user@host:port/path`. Without it, the default repository
+    /// (created by the first `backup`) is used.
     #[arg(
         short = 'r',
         long = "repo",
@@ -71,8 +73,9 @@ pub fn location(global: &GlobalArgs) -> Result<Location> {
     match &global.repo {
         Some(p) => {
             let s = p.to_string_lossy();
-            if s.starts_with("sftp:") || s.starts_with("s3:") {
-                bail!("remote repositories ({s}) are not supported by this version yet; use a local directory");
+            if strata_remote::is_remote(&s) {
+                // refused early, with a message naming the right form
+                strata_remote::parse(&s)?;
             }
             Ok(Location {
                 path: p.clone(),
@@ -127,15 +130,19 @@ pub fn password(global: &GlobalArgs, loc: &Location, prompt: &str) -> Result<Str
     bail!("no password given: use --password-file, --password-command, STRATA_PASSWORD_FILE or STRATA_PASSWORD")
 }
 
-pub fn storage(loc: &Location) -> Arc<dyn Storage> {
-    Arc::new(LocalStorage::new(&loc.path))
+/// The storage of a location: remote for `s3:` and `sftp:`, else a directory.
+pub fn storage(loc: &Location) -> Result<Arc<dyn Storage>> {
+    if let Some(s) = loc.path.to_str().filter(|s| strata_remote::is_remote(s)) {
+        return Ok(strata_remote::open(s)?);
+    }
+    Ok(Arc::new(LocalStorage::new(&loc.path)))
 }
 
 /// Open the configured repository.
 pub fn open(global: &GlobalArgs) -> Result<Arc<Repository>> {
     let loc = location(global)?;
     let pw = password(global, &loc, "enter password for repository: ")?;
-    let repo = Repository::open(storage(&loc), pw.as_bytes())?;
+    let repo = Repository::open(storage(&loc)?, pw.as_bytes())?;
     Ok(Arc::new(repo))
 }
 
@@ -159,7 +166,7 @@ pub fn open_or_create_default(global: &GlobalArgs) -> Result<Arc<Repository>> {
     };
     std::fs::create_dir_all(&loc.path)
         .with_context(|| format!("cannot create {}", loc.path.display()))?;
-    let repo = Repository::init(storage(&loc), pw.as_bytes(), KdfParams::default())?;
+    let repo = Repository::init(storage(&loc)?, pw.as_bytes(), KdfParams::default())?;
     eprintln!(
         "strata: no repository configured; created the default repository at {}",
         loc.path.display()

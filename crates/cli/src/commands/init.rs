@@ -46,7 +46,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         compression: args.compression,
         ..Default::default()
     };
-    let repo = Repository::init_with(repo::storage(&loc), pw.as_bytes(), kdf, config)?;
+    let repo = Repository::init_with(repo::storage(&loc)?, pw.as_bytes(), kdf, config)?;
     if global.json {
         crate::output::json_line(&serde_json::json!({
             "message_type": "initialized",

@@ -1,10 +1,11 @@
+#![allow(clippy::unwrap_used)]
 //! The behaviour every storage backend must show. Each backend's tests call
 //! [`run`]; remote backends will run the same suite against real servers.
 
 use super::{ObjectKind, Storage};
 use crate::error::ErrorKind;
 
-pub(crate) fn run(s: &dyn Storage) {
+pub fn run(s: &dyn Storage) {
     s.create().unwrap();
     s.create().unwrap(); // idempotent
 

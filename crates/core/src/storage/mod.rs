@@ -168,5 +168,5 @@ pub(crate) fn check_range(got: usize, name: &str, offset: u64, length: u64) -> R
     Ok(())
 }
 
-#[cfg(test)]
-pub(crate) mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;

@@ -1,0 +1,255 @@
+//! # strata-remote
+//!
+//! Repositories on S3-compatible object stores and SFTP servers, behind the
+//! engine's [`Storage`] trait. Both are built on OpenDAL, whose blocking API
+//! runs on a small tokio runtime owned by each storage; its retry layer
+//! retries transient failures (timeouts, 5xx, throttling, dropped
+//! connections) with jittered exponential backoff and never permanent ones
+//! (not found, access denied), and its timeout layer bounds every call.
+//!
+//! Contracts that differ from the local backend, and how they are met:
+//! - S3 `PUT` is atomic, so objects are written in one request.
+//! - SFTP writes are not: objects are written to a `.tmp-` name in the same
+//!   directory and renamed into place (OpenSSH's atomic rename).
+//! - Streamed writers collect the object in memory (packs are 16 MiB) and
+//!   upload it on `finish`, so nothing is visible before it is complete.
+
+mod url;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opendal::blocking::Operator;
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use strata_core::storage::{BufferWriter, ObjectInfo, ObjectKind, ObjectWriter, Storage};
+use strata_core::{Error, ErrorKind, Result};
+
+pub use url::{is_remote, parse, Remote};
+
+/// A repository in an object store or on an SFTP server.
+#[derive(Clone)]
+pub struct RemoteStorage {
+    // Declared before the runtime: dropped first, while it can still run.
+    op: Operator,
+    _runtime: Arc<tokio::runtime::Runtime>,
+    location: String,
+    /// Write to a temporary name and rename (SFTP), or write in place (S3).
+    rename_into_place: bool,
+}
+
+/// Open remote storage for a `s3:` or `sftp:` repository location.
+pub fn open(location: &str) -> Result<Arc<dyn Storage>> {
+    Ok(Arc::new(RemoteStorage::new(parse(location)?)?))
+}
+
+impl RemoteStorage {
+    pub fn new(remote: Remote) -> Result<RemoteStorage> {
+        // The HTTP client S3 uses; installing it again is a no-op.
+        opendal::install_default();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                Error::with_source(ErrorKind::Io, "cannot start the network runtime", e)
+            })?;
+        let _entered = runtime.enter();
+        let location = remote.display();
+        let rename_into_place = matches!(remote, Remote::Sftp { .. });
+        let op = remote
+            .operator()
+            .map_err(|e| convert(e, &location))?
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(Duration::from_secs(120))
+                    .with_io_timeout(Duration::from_secs(60)),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_max_times(5)
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(10))
+                    .with_jitter(),
+            );
+        let op = Operator::new(op).map_err(|e| convert(e, &location))?;
+        Ok(RemoteStorage {
+            op,
+            _runtime: Arc::new(runtime),
+            location,
+            rename_into_place,
+        })
+    }
+
+    fn err(&self, e: opendal::Error, path: &str) -> Error {
+        convert(e, &format!("{}/{path}", self.location))
+    }
+
+    fn put(&self, path: &str, data: &[u8]) -> Result<()> {
+        self.op
+            .write(path, data.to_vec())
+            .map(|_| ())
+            .map_err(|e| self.err(e, path))
+    }
+}
+
+/// OpenDAL errors as the engine's: missing objects are `Missing`, the rest
+/// `Io` (the retry layer has already retried what was transient).
+fn convert(e: opendal::Error, what: &str) -> Error {
+    let kind = match e.kind() {
+        opendal::ErrorKind::NotFound => ErrorKind::Missing,
+        opendal::ErrorKind::ConfigInvalid => ErrorKind::InvalidInput,
+        _ => ErrorKind::Io,
+    };
+    Error::with_source(kind, what.to_string(), e)
+}
+
+fn is_listed(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with(".tmp-")
+}
+
+impl Storage for RemoteStorage {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn create(&self) -> Result<()> {
+        if self.rename_into_place {
+            for kind in ObjectKind::ALL.into_iter().filter(|k| !k.dir().is_empty()) {
+                let dir = format!("{}/", kind.dir());
+                self.op.create_dir(&dir).map_err(|e| self.err(e, &dir))?;
+            }
+            Ok(())
+        } else {
+            // Object stores have no directories; the bucket must exist.
+            self.op.check().map_err(|e| self.err(e, ""))
+        }
+    }
+
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        if kind == ObjectKind::Config {
+            return match self.op.stat("config") {
+                Ok(meta) => Ok(vec![ObjectInfo {
+                    name: "config".into(),
+                    size: meta.content_length(),
+                }]),
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(self.err(e, "config")),
+            };
+        }
+        let dir = format!("{}/", kind.dir());
+        let entries = match self.op.list_options(
+            &dir,
+            opendal::options::ListOptions {
+                recursive: true,
+                ..Default::default()
+            },
+        ) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e, &dir)),
+        };
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.metadata().mode() == opendal::EntryMode::FILE)
+            .filter_map(|e| {
+                let name = e.path().rsplit('/').next()?.to_string();
+                is_listed(&name).then(|| ObjectInfo {
+                    name,
+                    size: e.metadata().content_length(),
+                })
+            })
+            .collect())
+    }
+
+    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+        let path = kind.path_of(name);
+        self.op
+            .read(&path)
+            .map(|b| b.to_vec())
+            .map_err(|e| self.err(e, &path))
+    }
+
+    fn read_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>> {
+        let path = kind.path_of(name);
+        if length == 0 {
+            return self
+                .op
+                .stat(&path)
+                .map(|_| Vec::new())
+                .map_err(|e| self.err(e, &path));
+        }
+        let read = self.op.read_options(
+            &path,
+            opendal::options::ReadOptions {
+                range: (offset..offset + length).into(),
+                ..Default::default()
+            },
+        );
+        let data = match read {
+            Ok(b) => b.to_vec(),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Err(self.err(e, &path)),
+            // Past the end (HTTP 416, or a short read over SFTP) is damage,
+            // as the contract says; anything else is an I/O failure.
+            Err(e) => {
+                let size = self
+                    .op
+                    .stat(&path)
+                    .map_err(|e| self.err(e, &path))?
+                    .content_length();
+                if offset + length > size {
+                    return Err(Error::corrupted(format!(
+                        "object {name} is too short: wanted {length} bytes at offset {offset}, it has {size}"
+                    )));
+                }
+                return Err(self.err(e, &path));
+            }
+        };
+        if data.len() as u64 != length {
+            return Err(Error::corrupted(format!(
+                "object {name} is too short: wanted {length} bytes at offset {offset}, got {}",
+                data.len()
+            )));
+        }
+        Ok(data)
+    }
+
+    fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+        let path = kind.path_of(name);
+        if !self.rename_into_place {
+            return self.put(&path, data);
+        }
+        let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+        let tmp = format!(
+            "{dir}/.tmp-{name}-{}",
+            hex::encode(rand::random::<[u8; 8]>())
+        );
+        let result = self
+            .put(&tmp, data)
+            .and_then(|()| self.op.rename(&tmp, &path).map_err(|e| self.err(e, &path)));
+        if result.is_err() {
+            let _ = self.op.delete(&tmp);
+        }
+        result
+    }
+
+    fn remove(&self, kind: ObjectKind, name: &str) -> Result<()> {
+        let path = kind.path_of(name);
+        match self.op.delete(&path) {
+            Err(e) if e.kind() != opendal::ErrorKind::NotFound => Err(self.err(e, &path)),
+            _ => Ok(()),
+        }
+    }
+
+    fn create_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
+        let storage = self.clone();
+        Ok(Box::new(BufferWriter::new(
+            move |name: &str, data: &[u8]| storage.write(kind, name, data),
+        )))
+    }
+}
