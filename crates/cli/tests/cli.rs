@@ -1064,26 +1064,25 @@ fn a_lock_left_by_a_killed_backup_does_not_block_the_repository() {
         .arg("backup")
         .arg(&src);
     let mut child = child.spawn().unwrap();
-    // wait until it holds its lock, then kill it
+    // wait until it holds its lock (renamed into place, not a temporary
+    // file being written), then kill it
+    let holds_lock = || {
+        fs::read_dir(env.repo().join("locks")).unwrap().any(|e| {
+            !e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".tmp-")
+        })
+    };
     for _ in 0..200 {
-        if fs::read_dir(env.repo().join("locks"))
-            .unwrap()
-            .next()
-            .is_some()
-        {
+        if holds_lock() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(
-        fs::read_dir(env.repo().join("locks"))
-            .unwrap()
-            .next()
-            .is_some(),
-        "the killed backup left its lock"
-    );
+    assert!(holds_lock(), "the killed backup left its lock");
     // unlock removes it (its process is gone) and leaves live locks alone
     let out = env.cmd().args(["unlock"]).output().unwrap();
     assert!(out.status.success());
