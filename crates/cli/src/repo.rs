@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use strata_core::crypto::KdfParams;
 use strata_core::repository::Repository;
-use strata_core::storage::{LocalStorage, Storage};
+use strata_core::storage::{CachedStorage, LocalStorage, Storage};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct GlobalArgs {
@@ -130,10 +130,28 @@ pub fn password(global: &GlobalArgs, loc: &Location, prompt: &str) -> Result<Str
     bail!("no password given: use --password-file, --password-command, STRATA_PASSWORD_FILE or STRATA_PASSWORD")
 }
 
+/// Where a remote repository's metadata is cached: `STRATA_CACHE_DIR` or
+/// the user's cache directory, one subdirectory per location; none with
+/// `STRATA_NO_CACHE`.
+fn cache_dir(location: &str) -> Option<PathBuf> {
+    if std::env::var_os("STRATA_NO_CACHE").is_some() {
+        return None;
+    }
+    let base = std::env::var_os("STRATA_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| dirs::cache_dir().map(|d| d.join("strata")))?;
+    let key = strata_core::Id::of_object(location.as_bytes()).to_hex();
+    Some(base.join(&key[..16]))
+}
+
 /// The storage of a location: remote for `s3:` and `sftp:`, else a directory.
 pub fn storage(loc: &Location) -> Result<Arc<dyn Storage>> {
     if let Some(s) = loc.path.to_str().filter(|s| strata_remote::is_remote(s)) {
-        return Ok(strata_remote::open(s)?);
+        let remote = strata_remote::RemoteStorage::new(strata_remote::parse(s)?)?;
+        return Ok(match cache_dir(s) {
+            Some(dir) => Arc::new(CachedStorage::new(remote, dir)),
+            None => Arc::new(remote),
+        });
     }
     Ok(Arc::new(LocalStorage::new(&loc.path)))
 }

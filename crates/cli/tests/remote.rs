@@ -67,6 +67,22 @@ fn round_trip(var: &str) {
         .assert()
         .success();
     assert_eq!(tree_files(&target.join("data")), tree_files(&src));
+    // metadata is cached locally, and a damaged cache is never trusted
+    let cache = env.home().join(".cache/strata");
+    let cached = cache_files(&cache);
+    assert!(
+        cached
+            .iter()
+            .any(|p| p.to_string_lossy().contains("/snapshots/")),
+        "nothing cached in {}: {cached:?}",
+        cache.display()
+    );
+    for f in &cached {
+        std::fs::write(f, b"damaged").unwrap();
+    }
+    let listed = run(&["ls", "latest"]).output().unwrap();
+    assert!(listed.status.success());
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("big.bin"));
     run(&["forget", "--keep-last", "1", "--prune"])
         .assert()
         .success();
@@ -76,6 +92,21 @@ fn round_trip(var: &str) {
         .assert()
         .success();
     assert_eq!(tree_files(&again.join("data")), tree_files(&src));
+}
+
+fn cache_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
 }
 
 #[test]

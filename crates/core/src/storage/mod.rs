@@ -11,10 +11,12 @@
 //!   failures with [`ErrorKind::Io`](crate::ErrorKind::Io). Callers may retry `Io` failures of
 //!   reads, lists and writes: every method is idempotent.
 
+mod cache;
 mod fault;
 mod local;
 mod memory;
 
+pub use cache::{CachedStorage, MAX_CACHED_RANGE};
 pub use fault::{Faults, FaultyStorage};
 pub use local::LocalStorage;
 
