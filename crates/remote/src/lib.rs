@@ -69,7 +69,18 @@ impl RemoteStorage {
                     .with_max_times(5)
                     .with_min_delay(Duration::from_millis(200))
                     .with_max_delay(Duration::from_secs(10))
-                    .with_jitter(),
+                    .with_jitter()
+                    .with_notify(|e: opendal::layers::RetryEvent| {
+                        // one line per retry, not the error's backtrace
+                        tracing::warn!(
+                            "{:?} failed ({}: {}); retry {} in {:.1}s",
+                            e.op,
+                            e.err.kind(),
+                            e.err.message(),
+                            e.attempt,
+                            e.retry_after.as_secs_f64()
+                        );
+                    }),
             );
         let op = Operator::new(op).map_err(|e| convert(e, &location))?;
         Ok(RemoteStorage {
@@ -95,12 +106,22 @@ impl RemoteStorage {
 /// OpenDAL errors as the engine's: missing objects are `Missing`, the rest
 /// `Io` (the retry layer has already retried what was transient).
 fn convert(e: opendal::Error, what: &str) -> Error {
-    let kind = match e.kind() {
-        opendal::ErrorKind::NotFound => ErrorKind::Missing,
-        opendal::ErrorKind::ConfigInvalid => ErrorKind::InvalidInput,
-        _ => ErrorKind::Io,
+    let (kind, hint) = match e.kind() {
+        opendal::ErrorKind::NotFound => (ErrorKind::Missing, ""),
+        opendal::ErrorKind::ConfigInvalid => (
+            ErrorKind::InvalidInput,
+            " (check the location, the bucket's existence and the AWS_* settings)",
+        ),
+        opendal::ErrorKind::PermissionDenied => (
+            ErrorKind::Io,
+            " (check the credentials and their rights on this location)",
+        ),
+        _ => (
+            ErrorKind::Io,
+            " (check the address and that the server is reachable; transient failures were retried)",
+        ),
     };
-    Error::with_source(kind, what.to_string(), e)
+    Error::with_source(kind, format!("{what}{hint}"), e)
 }
 
 fn is_listed(name: &str) -> bool {
