@@ -165,7 +165,11 @@ impl BlobSaver {
         let full = {
             let mut open = lock(self.open_pack(kind));
             if open.writer.is_none() {
-                open.writer = Some(self.repo.storage().create_writer(ObjectKind::Pack)?);
+                let storage = self.repo.storage();
+                open.writer = Some(match kind {
+                    BlobKind::Data => storage.create_writer(ObjectKind::Pack)?,
+                    BlobKind::Tree => storage.create_metadata_writer(ObjectKind::Pack)?,
+                });
             }
             let entry = PackEntry {
                 id,

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opendal::blocking::Operator;
-use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::layers::{ConcurrentLimitLayer, RetryLayer, TimeoutLayer};
 use strata_core::storage::{BufferWriter, ObjectInfo, ObjectKind, ObjectWriter, Storage};
 use strata_core::{Error, ErrorKind, Result};
 
@@ -59,6 +59,8 @@ impl RemoteStorage {
         let op = remote
             .operator()
             .map_err(|e| convert(e, &location))?
+            // Innermost: a call waiting out a retry's backoff holds no slot.
+            .layer(ConcurrentLimitLayer::new(connections()?))
             .layer(
                 TimeoutLayer::new()
                     .with_timeout(Duration::from_secs(120))
@@ -102,6 +104,22 @@ impl RemoteStorage {
             .map_err(|e| self.err(e, path))
     }
 }
+
+/// Requests in flight at once: `STRATA_CONNECTIONS`, or 8.
+fn connections() -> Result<usize> {
+    match std::env::var("STRATA_CONNECTIONS") {
+        Err(_) => Ok(DEFAULT_CONNECTIONS),
+        Ok(v) => v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+            Error::invalid(format!(
+                "STRATA_CONNECTIONS={v:?} is not a positive number of connections"
+            ))
+        }),
+    }
+}
+
+/// Enough to hide round trips behind each other when restoring; more only
+/// adds load on the server (docs/benchmarks.md).
+const DEFAULT_CONNECTIONS: usize = 8;
 
 /// OpenDAL errors as the engine's: missing objects are `Missing`, the rest
 /// `Io` (the retry layer has already retried what was transient).

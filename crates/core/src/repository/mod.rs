@@ -2,6 +2,7 @@
 
 mod index;
 pub mod lock;
+mod trees;
 
 pub use index::{BlobLocation, Index};
 pub use lock::{FoundLock, LockGuard, LockInfo, LockKind, LockTiming};
@@ -320,12 +321,20 @@ impl Repository {
             .index()
             .get(id)
             .ok_or_else(|| Error::missing(format!("blob {id} is not in the index")))?;
-        let sealed = self.storage.read_range(
-            ObjectKind::Pack,
-            &loc.pack.to_hex(),
+        let (pack, offset, length) = (
+            loc.pack.to_hex(),
             u64::from(loc.offset),
             u64::from(loc.length),
-        )?;
+        );
+        let sealed = match loc.kind {
+            BlobKind::Tree => {
+                self.storage
+                    .read_metadata_range(ObjectKind::Pack, &pack, offset, length)?
+            }
+            BlobKind::Data => self
+                .storage
+                .read_range(ObjectKind::Pack, &pack, offset, length)?,
+        };
         self.open_blob(id, loc.kind, &sealed, loc.raw_length)
             .map_err(|e| e.context(format!("pack {}", loc.pack)))
     }

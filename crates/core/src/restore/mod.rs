@@ -99,10 +99,7 @@ pub fn run(
     repo.load_index()?;
     let filter = PathFilter::new(&opts.include, &opts.exclude, opts.delete)?;
     let (roots, start) = resolve_subpath(repo, tree, opts.subpath.as_deref())?;
-    let mut entries = Vec::new();
-    for node in roots {
-        collect(repo, node, PathBuf::new(), &start, &filter, &mut entries)?;
-    }
+    let entries = collect(repo, roots, &start, &filter)?;
     let entries = filter.prune(entries);
     std::fs::create_dir_all(&opts.target)
         .map_err(|e| Error::io(&opts.target, "cannot create target", e))?;
@@ -157,61 +154,91 @@ fn resolve_subpath(
     Ok((vec![node], parent))
 }
 
+/// Walk the snapshot from `roots` level by level, loading the subtrees of
+/// each level together (docs/design.md, "Remote storage"). Entries come
+/// out parents first.
 fn collect(
     repo: &Repository,
-    mut node: Node,
-    rel_parent: PathBuf,
+    roots: Vec<Node>,
     snap_parent: &Path,
     filter: &PathFilter,
-    out: &mut Vec<Entry>,
-) -> Result<()> {
-    // Owners are restored by number; the names only cost memory here.
-    node.user = None;
-    node.group = None;
-    if !Node::valid_name(&node.name) {
-        return Err(Error::corrupted(format!(
-            "refusing to restore an entry named {:?} in {}: such a name could write outside the target",
-            crate::format::display_bytes(&node.name),
-            rel_parent.display()
-        )));
-    }
-    let name = OsStr::from_bytes(&node.name);
-    let rel = rel_parent.join(name);
-    let snap_path = snap_parent.join(name);
-    if filter.excluded(&snap_path, node.is_dir()) {
-        return Ok(());
-    }
-    let subtree: Option<Tree> = match node.subtree {
-        Some(id) if node.is_dir() => Some(repo.load_tree(&id)?),
-        _ => None,
-    };
-    if let Some(t) = &subtree {
-        // Names must be strictly increasing, so unique: a second entry of the
-        // same name could replace a directory by a symlink after files were
-        // created in it.
-        if !t.nodes.windows(2).all(|w| w[0].name < w[1].name) {
-            return Err(Error::corrupted(format!(
-                "refusing to restore {}: its tree has duplicate or unsorted names",
-                snap_path.display()
-            )));
+) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    let mut level: Vec<(Node, PathBuf, PathBuf)> = roots
+        .into_iter()
+        .map(|n| (n, PathBuf::new(), snap_parent.to_path_buf()))
+        .collect();
+    while !level.is_empty() {
+        let mut kept = Vec::with_capacity(level.len());
+        for (mut node, rel_parent, snap_parent) in level {
+            // Owners are restored by number; the names only cost memory here.
+            node.user = None;
+            node.group = None;
+            if !Node::valid_name(&node.name) {
+                return Err(Error::corrupted(format!(
+                    "refusing to restore an entry named {:?} in {}: such a name could write outside the target",
+                    crate::format::display_bytes(&node.name),
+                    rel_parent.display()
+                )));
+            }
+            let name = OsStr::from_bytes(&node.name);
+            let (rel, snap_path) = (rel_parent.join(name), snap_parent.join(name));
+            if !filter.excluded(&snap_path, node.is_dir()) {
+                kept.push((node, rel, snap_path));
+            }
         }
+        let subtree_of = |node: &Node| node.subtree.filter(|_| node.is_dir());
+        let ids: Vec<Id> = kept.iter().filter_map(|(n, ..)| subtree_of(n)).collect();
+        let mut uses: HashMap<Id, usize> = HashMap::new();
+        for id in &ids {
+            *uses.entry(*id).or_default() += 1;
+        }
+        let mut trees = repo.load_trees(&ids)?;
+        let mut next = Vec::new();
+        for (node, rel, snap_path) in kept {
+            let subtree: Option<Tree> = match subtree_of(&node) {
+                Some(id) => {
+                    let left = uses.entry(id).or_default();
+                    *left = left.saturating_sub(1);
+                    let tree = if *left == 0 {
+                        trees.remove(&id)
+                    } else {
+                        trees.get(&id).cloned()
+                    };
+                    Some(tree.ok_or_else(|| Error::missing(format!("tree {id} was not read")))?)
+                }
+                None => None,
+            };
+            if let Some(t) = &subtree {
+                // Names must be strictly increasing, so unique: a second entry
+                // of the same name could replace a directory by a symlink
+                // after files were created in it.
+                if !t.nodes.windows(2).all(|w| w[0].name < w[1].name) {
+                    return Err(Error::corrupted(format!(
+                        "refusing to restore {}: its tree has duplicate or unsorted names",
+                        snap_path.display()
+                    )));
+                }
+            }
+            // Only --delete needs the names of a directory's children.
+            let children = subtree
+                .as_ref()
+                .filter(|_| filter.delete)
+                .map(|t| t.nodes.iter().map(|n| n.name.clone()).collect());
+            let selected = filter.included(&snap_path, node.is_dir());
+            for child in subtree.map(|t| t.nodes).unwrap_or_default() {
+                next.push((child, rel.clone(), snap_path.clone()));
+            }
+            out.push(Entry {
+                rel,
+                node,
+                children,
+                selected,
+            });
+        }
+        level = next;
     }
-    // Only --delete needs the names of a directory's children.
-    let children = subtree
-        .as_ref()
-        .filter(|_| filter.delete)
-        .map(|t| t.nodes.iter().map(|n| n.name.clone()).collect());
-    let selected = filter.included(&snap_path, node.is_dir());
-    out.push(Entry {
-        rel: rel.clone(),
-        node,
-        children,
-        selected,
-    });
-    for child in subtree.map(|t| t.nodes).unwrap_or_default() {
-        collect(repo, child, rel.clone(), &snap_path, filter, out)?;
-    }
-    Ok(())
+    Ok(out)
 }
 
 /// Include and exclude patterns, matched like gitignore lines against the

@@ -1,31 +1,40 @@
 //! A local cache in front of remote storage, for what every command reads:
-//! index files and snapshots (whole objects), and small ranges of packs
-//! (pack headers and tree blobs, read by `snapshots`, `ls`, `diff` and a
-//! backup comparing with its parent).
+//! index files, snapshots and packs of trees (read by `snapshots`, `ls`,
+//! `diff`, restore and a backup comparing with its parent). Packs of trees
+//! are kept whole, as they are written or first read; data is never cached.
 //!
-//! Nothing is trusted blindly. Index files and snapshots are named by the
-//! hash of their bytes, which a cached copy must match; a cached range is
-//! stored after the BLAKE3 hash of its bytes, which it must match. A copy
-//! that fails is deleted and read again from the storage. Listings always
-//! come from the storage (the cache never decides what exists), and cached
-//! objects the storage no longer lists are dropped when it is listed.
-//! Deleting the cache directory clears it.
+//! Nothing is trusted blindly. Every cached object is named by the BLAKE3
+//! hash of its bytes, which the cached copy must match: index files and
+//! snapshots on every read, packs once per process before their first use
+//! (a pack is read many times, and every blob in it is authenticated again
+//! when it is opened). A copy that fails is deleted and read again from the
+//! storage. Listings always come from the storage (the cache never decides
+//! what exists), and cached objects the storage no longer lists are
+//! dropped when it is listed. Deleting the cache directory clears it.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
-use super::{ObjectInfo, ObjectKind, ObjectWriter, Storage};
+use super::{check_range, ObjectInfo, ObjectKind, ObjectWriter, Storage};
 use crate::error::Result;
 use crate::id::Id;
-
-/// Ranges up to this size are cached: pack headers and tree blobs, and
-/// small data blobs (larger restore reads go straight to the storage).
-pub const MAX_CACHED_RANGE: u64 = 512 << 10;
 
 pub struct CachedStorage<S> {
     inner: S,
     dir: PathBuf,
+    /// Cached packs whose bytes matched their name in this process.
+    verified: Mutex<HashSet<String>>,
+    /// Set when a pack could not be stored: packs are then read in ranges
+    /// like any other object, not downloaded whole again and again.
+    unusable: AtomicBool,
+    /// Held while a pack is fetched, so that readers of the same pack wait
+    /// for one download instead of starting their own.
+    fetching: [Mutex<()>; 16],
 }
 
 impl<S: Storage> CachedStorage<S> {
@@ -34,97 +43,110 @@ impl<S: Storage> CachedStorage<S> {
         CachedStorage {
             inner,
             dir: dir.into(),
+            verified: Mutex::default(),
+            unusable: AtomicBool::new(false),
+            fetching: Default::default(),
         }
     }
 
-    fn object_path(&self, kind: ObjectKind, name: &str) -> Option<PathBuf> {
-        matches!(kind, ObjectKind::Index | ObjectKind::Snapshot)
-            .then(|| self.dir.join(kind.dir()).join(name))
+    fn path(&self, kind: ObjectKind, name: &str) -> PathBuf {
+        self.dir.join(kind.path_of(name))
     }
 
-    fn range_path(&self, name: &str, offset: u64, length: u64) -> PathBuf {
-        let sub = name.get(..2).unwrap_or("xx");
-        self.dir
-            .join("ranges")
-            .join(sub)
-            .join(format!("{name}-{offset}-{length}"))
+    fn cached_kind(kind: ObjectKind) -> bool {
+        matches!(kind, ObjectKind::Index | ObjectKind::Snapshot)
+    }
+
+    fn is_verified(&self, name: &str) -> bool {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+    }
+
+    fn set_verified(&self, name: &str, ok: bool) {
+        let mut set = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            set.insert(name.to_string());
+        } else {
+            set.remove(name);
+        }
     }
 
     /// Store a file in the cache; failures only cost a later download.
-    fn put(&self, path: &Path, parts: &[&[u8]]) {
-        let Some(dir) = path.parent() else { return };
-        let tmp = dir.join(format!(
-            ".tmp-{}",
-            hex::encode(crate::crypto::random_bytes::<8>())
-        ));
-        let written = fs::create_dir_all(dir)
-            .and_then(|()| fs::File::create(&tmp))
-            .and_then(|mut f| parts.iter().try_for_each(|p| f.write_all(p)))
-            .and_then(|()| fs::rename(&tmp, path));
-        if let Err(e) = written {
+    /// Returns whether it was stored.
+    fn put(&self, path: &Path, data: &[u8]) -> bool {
+        let written = temp_file(path).and_then(|(tmp, mut f)| {
+            f.write_all(data)
+                .and_then(|()| fs::rename(&tmp, path))
+                .inspect_err(|_| {
+                    let _ = fs::remove_file(&tmp);
+                })
+        });
+        if let Err(e) = &written {
             tracing::debug!("cache: cannot store {}: {e}", path.display());
-            let _ = fs::remove_file(&tmp);
         }
+        written.is_ok()
     }
 
-    /// A cached range whose stored hash matches its bytes.
-    fn cached_range(&self, path: &Path, length: u64) -> Option<Vec<u8>> {
-        let mut data = fs::read(path).ok()?;
-        if data.len() as u64 != 32 + length {
-            let _ = fs::remove_file(path);
-            return None;
+    /// A cached whole object whose bytes match its name, or `None`.
+    fn cached_object(&self, path: &Path, name: &str) -> Option<Vec<u8>> {
+        let data = fs::read(path).ok()?;
+        if Id::of_object(&data).to_hex() == name {
+            return Some(data);
         }
-        let bytes = data.split_off(32);
-        if blake3::hash(&bytes).as_bytes()[..] != data[..] {
-            tracing::warn!("cache: {} is damaged; reading it again", path.display());
-            let _ = fs::remove_file(path);
-            return None;
-        }
-        Some(bytes)
+        tracing::warn!("cache: {} is damaged; reading it again", path.display());
+        let _ = fs::remove_file(path);
+        None
     }
 
-    /// Drop cached ranges of packs the storage no longer lists.
-    fn forget_unlisted_packs(&self, listed: &[ObjectInfo]) {
-        let names: std::collections::HashSet<&str> =
-            listed.iter().map(|o| o.name.as_str()).collect();
-        let Ok(subs) = fs::read_dir(self.dir.join("ranges")) else {
-            return;
-        };
-        for file in subs
-            .flatten()
-            .filter_map(|d| fs::read_dir(d.path()).ok())
-            .flatten()
-            .flatten()
-        {
-            let name = file.file_name().to_string_lossy().into_owned();
-            let pack = name.split('-').next().unwrap_or("");
-            if !names.contains(pack) {
-                let _ = fs::remove_file(file.path());
-            }
-        }
+    /// A range of a verified cached pack, or `None`.
+    fn cached_range(&self, path: &Path, offset: u64, length: u64) -> Option<Vec<u8>> {
+        let file = fs::File::open(path).ok()?;
+        let mut buf = vec![0; usize::try_from(length).ok()?];
+        file.read_exact_at(&mut buf, offset).ok()?;
+        Some(buf)
     }
 
     /// Drop cached objects of `kind` the storage no longer lists.
     fn forget_unlisted(&self, kind: ObjectKind, listed: &[ObjectInfo]) {
-        if kind == ObjectKind::Pack {
-            return self.forget_unlisted_packs(listed);
-        }
-        let Some(dir) = self
-            .object_path(kind, "x")
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-        else {
-            return;
+        let names: HashSet<&str> = listed.iter().map(|o| o.name.as_str()).collect();
+        let dir = self.dir.join(kind.dir());
+        let files: Vec<fs::DirEntry> = match kind {
+            ObjectKind::Pack => fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|d| fs::read_dir(d.path()).ok())
+                .flatten()
+                .flatten()
+                .collect(),
+            _ if Self::cached_kind(kind) => {
+                fs::read_dir(&dir).into_iter().flatten().flatten().collect()
+            }
+            _ => return,
         };
-        let Ok(entries) = fs::read_dir(&dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !listed.iter().any(|o| o.name == name) {
-                let _ = fs::remove_file(e.path());
+        for file in files {
+            let name = file.file_name().to_string_lossy().into_owned();
+            if !names.contains(name.as_str()) {
+                let _ = fs::remove_file(file.path());
             }
         }
     }
+}
+
+/// A new temporary file beside `path`, its directory created if needed.
+fn temp_file(path: &Path) -> std::io::Result<(PathBuf, fs::File)> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("cache path without a directory"))?;
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".tmp-{}",
+        hex::encode(crate::crypto::random_bytes::<8>())
+    ));
+    let file = fs::File::create(&tmp)?;
+    Ok((tmp, file))
 }
 
 impl<S: Storage> Storage for CachedStorage<S> {
@@ -143,19 +165,16 @@ impl<S: Storage> Storage for CachedStorage<S> {
     }
 
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
-        let Some(path) = self.object_path(kind, name) else {
+        if !Self::cached_kind(kind) {
             return self.inner.read(kind, name);
-        };
-        if let Ok(data) = fs::read(&path) {
-            if Id::of_object(&data).to_hex() == name {
-                return Ok(data);
-            }
-            tracing::warn!("cache: {} is damaged; reading it again", path.display());
-            let _ = fs::remove_file(&path);
+        }
+        let path = self.path(kind, name);
+        if let Some(data) = self.cached_object(&path, name) {
+            return Ok(data);
         }
         let data = self.inner.read(kind, name)?;
         if Id::of_object(&data).to_hex() == name {
-            self.put(&path, &[&data]);
+            self.put(&path, &data);
         }
         Ok(data)
     }
@@ -167,16 +186,53 @@ impl<S: Storage> Storage for CachedStorage<S> {
         offset: u64,
         length: u64,
     ) -> Result<Vec<u8>> {
-        if kind != ObjectKind::Pack || length > MAX_CACHED_RANGE || length == 0 {
+        self.inner.read_range(kind, name, offset, length)
+    }
+
+    fn read_metadata_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>> {
+        let path = self.path(kind, name);
+        if self.is_verified(name) {
+            if let Some(data) = self.cached_range(&path, offset, length) {
+                return Ok(data);
+            }
+            self.set_verified(name, false);
+        }
+        if self.unusable.load(Ordering::Relaxed) {
             return self.inner.read_range(kind, name, offset, length);
         }
-        let path = self.range_path(name, offset, length);
-        if let Some(data) = self.cached_range(&path, length) {
-            return Ok(data);
-        }
-        let data = self.inner.read_range(kind, name, offset, length)?;
-        self.put(&path, &[blake3::hash(&data).as_bytes(), &data]);
-        Ok(data)
+        let slot = name
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31) + usize::from(b));
+        let _fetching = self.fetching[slot % self.fetching.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let data = match self.cached_object(&path, name) {
+            Some(data) => data,
+            None => {
+                let data = self.inner.read(kind, name)?;
+                if Id::of_object(&data).to_hex() != name {
+                    // damaged in the storage: the caller reports what it finds
+                    return self.inner.read_range(kind, name, offset, length);
+                }
+                if !self.put(&path, &data) {
+                    self.unusable.store(true, Ordering::Relaxed);
+                }
+                data
+            }
+        };
+        self.set_verified(name, !self.unusable.load(Ordering::Relaxed));
+        let range = usize::try_from(offset)
+            .ok()
+            .zip(usize::try_from(offset + length).ok())
+            .and_then(|(from, to)| data.get(from..to));
+        check_range(range.map_or(0, <[u8]>::len), name, offset, length)?;
+        Ok(range.unwrap_or_default().to_vec())
     }
 
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
@@ -185,14 +241,95 @@ impl<S: Storage> Storage for CachedStorage<S> {
 
     fn remove(&self, kind: ObjectKind, name: &str) -> Result<()> {
         self.inner.remove(kind, name)?;
-        if let Some(path) = self.object_path(kind, name) {
-            let _ = fs::remove_file(path);
+        if kind == ObjectKind::Pack || Self::cached_kind(kind) {
+            let _ = fs::remove_file(self.path(kind, name));
+            self.set_verified(name, false);
         }
         Ok(())
     }
 
     fn create_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
         self.inner.create_writer(kind)
+    }
+
+    fn create_metadata_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
+        let inner = self.inner.create_metadata_writer(kind)?;
+        let copy = temp_file(&self.path(kind, "x")).ok();
+        Ok(Box::new(CopyingWriter {
+            inner,
+            copy,
+            hasher: blake3::Hasher::new(),
+            dir: self.dir.clone(),
+            kind,
+        }))
+    }
+}
+
+/// Writes an object to the storage and a copy of it to the cache, which
+/// is kept once the object is stored and its bytes match its name.
+struct CopyingWriter {
+    inner: Box<dyn ObjectWriter>,
+    /// The temporary copy; dropped (and deleted) on the first local error.
+    copy: Option<(PathBuf, fs::File)>,
+    hasher: blake3::Hasher,
+    dir: PathBuf,
+    kind: ObjectKind,
+}
+
+impl CopyingWriter {
+    fn drop_copy(&mut self) {
+        if let Some((tmp, _)) = self.copy.take() {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+impl ObjectWriter for CopyingWriter {
+    fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        self.inner.write_all(data)?;
+        self.hasher.update(data);
+        if let Some((_, file)) = &mut self.copy {
+            if file.write_all(data).is_err() {
+                self.drop_copy();
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>, name: &str) -> Result<()> {
+        let inner = std::mem::replace(&mut self.inner, Box::new(Discard));
+        inner.finish(name)?;
+        let path = self.dir.join(self.kind.path_of(name));
+        match self.copy.take() {
+            Some((tmp, _))
+                if self.hasher.finalize().to_hex().as_str() != name
+                    || fs::create_dir_all(path.parent().unwrap_or(&self.dir))
+                        .and_then(|()| fs::rename(&tmp, &path))
+                        .is_err() =>
+            {
+                let _ = fs::remove_file(tmp);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CopyingWriter {
+    fn drop(&mut self) {
+        self.drop_copy();
+    }
+}
+
+/// Stands in for a writer already finished.
+struct Discard;
+
+impl ObjectWriter for Discard {
+    fn write_all(&mut self, _: &[u8]) -> Result<()> {
+        Ok(())
+    }
+    fn finish(self: Box<Self>, _: &str) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -269,7 +406,7 @@ mod tests {
             "the second read was cached"
         );
         // a damaged cached copy is noticed and replaced
-        let path = cache.object_path(ObjectKind::Index, &name).unwrap();
+        let path = cache.path(ObjectKind::Index, &name);
         fs::write(&path, b"garbage").unwrap();
         assert_eq!(cache.read(ObjectKind::Index, &name).unwrap(), data);
         assert_eq!(reads.load(Ordering::SeqCst), 2);
@@ -278,39 +415,104 @@ mod tests {
         assert!(!path.exists());
     }
 
+    fn pack(seed: u32) -> (String, Vec<u8>) {
+        let data: Vec<u8> = (0..100_000u32).map(|i| ((i + seed) % 251) as u8).collect();
+        (Id::of_object(&data).to_hex(), data)
+    }
+
     #[test]
-    fn small_ranges_are_cached_and_verified() {
-        let (_dir, reads, cache) = setup();
-        let pack: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        cache.write(ObjectKind::Pack, "abcd", &pack).unwrap();
-        let want = &pack[1000..1500];
-        assert_eq!(
-            cache
-                .read_range(ObjectKind::Pack, "abcd", 1000, 500)
-                .unwrap(),
-            want
-        );
-        assert_eq!(
-            cache
-                .read_range(ObjectKind::Pack, "abcd", 1000, 500)
-                .unwrap(),
-            want
-        );
-        assert_eq!(reads.load(Ordering::SeqCst), 1);
-        let path = cache.range_path("abcd", 1000, 500);
+    fn tree_packs_are_kept_whole_and_checked_data_is_not_cached() {
+        let (dir, reads, cache) = setup();
+        let (name, data) = pack(0);
+        let mut w = cache.create_metadata_writer(ObjectKind::Pack).unwrap();
+        w.write_all(&data[..500]).unwrap();
+        w.write_all(&data[500..]).unwrap();
+        w.finish(&name).unwrap();
+        let path = cache.path(ObjectKind::Pack, &name);
+        assert_eq!(fs::read(&path).unwrap(), data, "kept as it was written");
+        let range = |c: &CachedStorage<Counting>| {
+            c.read_metadata_range(ObjectKind::Pack, &name, 1000, 500)
+                .unwrap()
+        };
+        assert_eq!(range(&cache), &data[1000..1500]);
+        assert_eq!(range(&cache), &data[1000..1500]);
+        assert_eq!(reads.load(Ordering::SeqCst), 0, "served from the copy");
+        let err = cache
+            .read_metadata_range(ObjectKind::Pack, &name, 99_900, 500)
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupted);
+
+        // data ranges always go to the storage
+        cache.read_range(ObjectKind::Pack, &name, 0, 10).unwrap();
+        cache.read_range(ObjectKind::Pack, &name, 0, 10).unwrap();
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+
+        // a damaged copy is noticed by the next process and fetched again
         let mut stored = fs::read(&path).unwrap();
-        stored[40] ^= 1;
+        stored[1200] ^= 1;
         fs::write(&path, stored).unwrap();
-        assert_eq!(
-            cache
-                .read_range(ObjectKind::Pack, "abcd", 1000, 500)
-                .unwrap(),
-            want
-        );
+        let inner = Counting {
+            inner: cache.inner.inner.clone(),
+            reads: reads.clone(),
+        };
+        let again = CachedStorage::new(inner, dir.path().join("cache"));
+        assert_eq!(range(&again), &data[1000..1500]);
+        assert_eq!(reads.load(Ordering::SeqCst), 3, "fetched again, whole");
+        assert_eq!(fs::read(&path).unwrap(), data, "and stored again");
+        assert_eq!(range(&again), &data[1000..1500]);
+        assert_eq!(reads.load(Ordering::SeqCst), 3);
+
+        // a pack the storage no longer lists leaves the cache
+        again.inner.inner.remove(ObjectKind::Pack, &name).unwrap();
+        again.list(ObjectKind::Pack).unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_tree_pack_written_elsewhere_is_fetched_once() {
+        let (_dir, reads, cache) = setup();
+        let (name, data) = pack(7);
+        cache
+            .inner
+            .inner
+            .write(ObjectKind::Pack, &name, &data)
+            .unwrap();
+        for offset in [0u64, 5000, 90_000] {
+            let got = cache
+                .read_metadata_range(ObjectKind::Pack, &name, offset, 100)
+                .unwrap();
+            assert_eq!(got, &data[offset as usize..offset as usize + 100]);
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_unwritable_cache_falls_back_to_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let inner = Counting {
+            inner: MemoryStorage::new(),
+            reads: reads.clone(),
+        };
+        // a file where the cache directory should be
+        fs::write(dir.path().join("cache"), b"").unwrap();
+        let cache = CachedStorage::new(inner, dir.path().join("cache"));
+        let (name, data) = pack(3);
+        cache
+            .inner
+            .inner
+            .write(ObjectKind::Pack, &name, &data)
+            .unwrap();
+        for _ in 0..3 {
+            let got = cache
+                .read_metadata_range(ObjectKind::Pack, &name, 10, 10)
+                .unwrap();
+            assert_eq!(got, &data[10..20]);
+        }
         assert_eq!(
             reads.load(Ordering::SeqCst),
-            2,
-            "the damaged copy was read again"
+            3,
+            "one whole read, then ranges"
         );
     }
 }

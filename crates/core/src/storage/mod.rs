@@ -16,7 +16,7 @@ mod fault;
 mod local;
 mod memory;
 
-pub use cache::{CachedStorage, MAX_CACHED_RANGE};
+pub use cache::CachedStorage;
 pub use fault::{Faults, FaultyStorage};
 pub use local::LocalStorage;
 
@@ -123,6 +123,25 @@ pub trait Storage: Send + Sync {
     /// dropping an unfinished writer discards what was written. The same
     /// atomicity and durability as [`Storage::write`] apply on finish.
     fn create_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>>;
+
+    /// [`Storage::read_range`] of an object holding repository metadata
+    /// (a pack of trees) that most commands read again: a caching storage
+    /// keeps a whole copy of the object.
+    fn read_metadata_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>> {
+        self.read_range(kind, name, offset, length)
+    }
+
+    /// [`Storage::create_writer`] for an object holding repository metadata
+    /// (a pack of trees): a caching storage keeps a copy as it is written.
+    fn create_metadata_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
+        self.create_writer(kind)
+    }
 }
 
 /// An object being written piece by piece; see [`Storage::create_writer`].
