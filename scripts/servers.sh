@@ -2,11 +2,13 @@
 # Start the real servers the remote-storage tests use, on loopback only:
 # an S3-compatible store (moto, from PyPI) and an OpenSSH server with a
 # generated key. Source this file: it exports STRATA_TEST_S3 and
-# STRATA_TEST_SFTP (repository locations) and the credentials, and defines
-# stop_test_servers. Installs what is missing (python3-venv, openssh-server)
+# STRATA_TEST_SFTP (repository locations), STRATA_TEST_SFTP_ADDR and
+# STRATA_TEST_STATE (for tests that cut connections or restart sshd) and the
+# credentials, and defines stop_test_servers. Installs what is missing (python3-venv, openssh-server)
 # on a fresh Debian machine.
 
 STATE="${STRATA_TEST_STATE:-${TMPDIR:-/tmp}/strata-test-servers}"
+export STRATA_TEST_STATE="$STATE"
 VENV="${XDG_CACHE_HOME:-$HOME/.cache}/strata-test/moto"
 mkdir -p "$STATE"
 
@@ -77,7 +79,10 @@ CONF
     /usr/sbin/sshd -D -e -f "$STATE/sshd_config" >/dev/null 2>"$STATE/sshd.log" &
     echo $! >"$STATE/sshd.pid.shell"
     wait_for_port "$port"
+    # By address for other clients; by alias for any port (tests reach the
+    # server through a proxy on another port).
     echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$STATE/host_key.pub")" >"$STATE/known_hosts"
+    echo "strata-test-sftp $(cut -d' ' -f1,2 "$STATE/host_key.pub")" >>"$STATE/known_hosts"
     # ssh reads the user's config from the account's home, not $HOME: a
     # drop-in names the test host, its key and its known_hosts file.
     mkdir -p /etc/ssh/ssh_config.d
@@ -89,13 +94,16 @@ Host strata-test-sftp
   IdentityFile $STATE/client_key
   IdentitiesOnly yes
   UserKnownHostsFile $STATE/known_hosts
+  HostKeyAlias strata-test-sftp
   StrictHostKeyChecking yes
 CONF
     export STRATA_TEST_SFTP="sftp:strata-test-sftp:$STATE/sftp"
+    export STRATA_TEST_SFTP_ADDR="127.0.0.1:$port"
 }
 
 stop_test_servers() {
-    for f in "$STATE/moto.pid" "$STATE/sshd.pid.shell"; do
+    # sshd.pid is written by sshd itself, also when a test restarted it
+    for f in "$STATE/moto.pid" "$STATE/sshd.pid.shell" "$STATE/sshd.pid"; do
         [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
         rm -f "$f"
     done

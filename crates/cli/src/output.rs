@@ -2,6 +2,10 @@
 
 use std::io::IsTerminal;
 
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
 pub fn init_logging(verbose: u8, quiet: bool) {
     let level = match (quiet, verbose) {
         (true, _) => tracing::Level::ERROR,
@@ -9,11 +13,23 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         (false, 1) => tracing::Level::INFO,
         _ => tracing::Level::DEBUG,
     };
+    // Libraries' own logs (the SSH client's on a dropped connection, with
+    // its internals) only with -vv: strata reports failures itself.
+    let others = if verbose >= 2 && !quiet {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::OFF
+    };
+    let filter = Targets::new()
+        .with_target("strata", level)
+        .with_default(others);
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .without_time()
         .with_target(false)
+        .finish()
+        .with(filter)
         .init();
 }
 

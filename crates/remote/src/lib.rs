@@ -94,16 +94,48 @@ impl RemoteStorage {
     }
 
     fn err(&self, e: opendal::Error, path: &str) -> Error {
-        convert(e, &format!("{}/{path}", self.location))
+        convert(
+            e,
+            &format!("{}/{path}", self.location.trim_end_matches('/')),
+        )
     }
 
     fn put(&self, path: &str, data: &[u8]) -> Result<()> {
-        self.op
-            .write(path, data.to_vec())
+        self.again(|| self.op.write(path, data.to_vec()))
             .map(|_| ())
             .map_err(|e| self.err(e, path))
     }
+
+    /// Run `call`, and over SFTP run it again, up to three times in all,
+    /// when it failed for a reason that may be a dropped connection.
+    /// OpenDAL's retry layer retries an SFTP read or write on the same file
+    /// handle, which a dropped connection has made useless for good; a new
+    /// call takes a new connection (the pool drops the broken one).
+    fn again<T>(&self, call: impl Fn() -> opendal::Result<T>) -> opendal::Result<T> {
+        let mut attempt = 1;
+        loop {
+            match call() {
+                Err(e)
+                    if self.rename_into_place
+                        && attempt < SFTP_ATTEMPTS
+                        && e.kind() == opendal::ErrorKind::Unexpected =>
+                {
+                    tracing::warn!(
+                        "{} ({}); trying again on a new connection",
+                        e.kind(),
+                        e.message()
+                    );
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
 }
+
+/// Calls over SFTP, each with its own retries (see `RemoteStorage::again`).
+const SFTP_ATTEMPTS: u32 = 3;
 
 /// Requests in flight at once: `STRATA_CONNECTIONS`, or 8.
 fn connections() -> Result<usize> {
@@ -176,13 +208,15 @@ impl Storage for RemoteStorage {
             };
         }
         let dir = format!("{}/", kind.dir());
-        let entries = match self.op.list_options(
-            &dir,
-            opendal::options::ListOptions {
-                recursive: true,
-                ..Default::default()
-            },
-        ) {
+        let entries = match self.again(|| {
+            self.op.list_options(
+                &dir,
+                opendal::options::ListOptions {
+                    recursive: true,
+                    ..Default::default()
+                },
+            )
+        }) {
             Ok(entries) => entries,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.err(e, &dir)),
@@ -202,8 +236,7 @@ impl Storage for RemoteStorage {
 
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         let path = kind.path_of(name);
-        self.op
-            .read(&path)
+        self.again(|| self.op.read(&path))
             .map(|b| b.to_vec())
             .map_err(|e| self.err(e, &path))
     }
@@ -223,13 +256,15 @@ impl Storage for RemoteStorage {
                 .map(|_| Vec::new())
                 .map_err(|e| self.err(e, &path));
         }
-        let read = self.op.read_options(
-            &path,
-            opendal::options::ReadOptions {
-                range: (offset..offset + length).into(),
-                ..Default::default()
-            },
-        );
+        let read = self.again(|| {
+            self.op.read_options(
+                &path,
+                opendal::options::ReadOptions {
+                    range: (offset..offset + length).into(),
+                    ..Default::default()
+                },
+            )
+        });
         let data = match read {
             Ok(b) => b.to_vec(),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Err(self.err(e, &path)),
@@ -268,9 +303,10 @@ impl Storage for RemoteStorage {
             "{dir}/.tmp-{name}-{}",
             hex::encode(rand::random::<[u8; 8]>())
         );
-        let result = self
-            .put(&tmp, data)
-            .and_then(|()| self.op.rename(&tmp, &path).map_err(|e| self.err(e, &path)));
+        let result = self.put(&tmp, data).and_then(|()| {
+            self.again(|| self.op.rename(&tmp, &path))
+                .map_err(|e| self.err(e, &path))
+        });
         if result.is_err() {
             let _ = self.op.delete(&tmp);
         }
