@@ -375,7 +375,10 @@ fn connections_dropped_mid_transfer(var: &str) {
         Some(1),
         "expected a clean failure: {stderr}"
     );
-    assert!(stderr.contains("error"), "no error message: {stderr}");
+    assert!(
+        stderr.contains("strata: error:"),
+        "no error message: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(
         started.elapsed() < Duration::from_secs(120),
@@ -441,6 +444,10 @@ fn sftp_server_restarted_mid_upload() {
     assert!(
         out.status.success(),
         "backup failed across the restart: {stderr}"
+    );
+    assert!(
+        stderr.contains("retry") || stderr.contains("trying again"),
+        "the restart went unnoticed: {stderr}"
     );
     ok(&command(&env, &url, &["check", "--read-data"]));
     let target = env.path("restored");

@@ -303,10 +303,22 @@ impl Storage for RemoteStorage {
             "{dir}/.tmp-{name}-{}",
             hex::encode(rand::random::<[u8; 8]>())
         );
-        let result = self.put(&tmp, data).and_then(|()| {
-            self.again(|| self.op.rename(&tmp, &path))
-                .map_err(|e| self.err(e, &path))
-        });
+        let result =
+            self.put(&tmp, data)
+                .and_then(|()| match self.again(|| self.op.rename(&tmp, &path)) {
+                    // A rename that was made again after its reply was lost
+                    // finds no temporary file: the object is already in place.
+                    Err(e)
+                        if e.kind() == opendal::ErrorKind::NotFound
+                            && self
+                                .op
+                                .stat(&path)
+                                .is_ok_and(|m| m.content_length() == data.len() as u64) =>
+                    {
+                        Ok(())
+                    }
+                    other => other.map(|_| ()).map_err(|e| self.err(e, &path)),
+                });
         if result.is_err() {
             let _ = self.op.delete(&tmp);
         }

@@ -326,17 +326,44 @@ impl Repository {
             u64::from(loc.offset),
             u64::from(loc.length),
         );
-        let sealed = match loc.kind {
-            BlobKind::Tree => {
-                self.storage
-                    .read_metadata_range(ObjectKind::Pack, &pack, offset, length)?
-            }
-            BlobKind::Data => self
-                .storage
-                .read_range(ObjectKind::Pack, &pack, offset, length)?,
+        let open = |sealed: &[u8]| {
+            self.open_blob(id, loc.kind, sealed, loc.raw_length)
+                .map_err(|e| e.context(format!("pack {}", loc.pack)))
         };
-        self.open_blob(id, loc.kind, &sealed, loc.raw_length)
-            .map_err(|e| e.context(format!("pack {}", loc.pack)))
+        match loc.kind {
+            BlobKind::Tree => self.read_tree_range(&pack, offset, length, open),
+            BlobKind::Data => open(&self.storage.read_range(
+                ObjectKind::Pack,
+                &pack,
+                offset,
+                length,
+            )?),
+        }
+    }
+
+    /// Read `length` bytes at `offset` of a pack of trees, the way the
+    /// storage reads metadata (from its cache, if it has one), and `open`
+    /// them. Bytes that fail to open may be a cached copy damaged after it
+    /// was checked: they are read once more from the storage itself.
+    pub(crate) fn read_tree_range<T>(
+        &self,
+        pack: &str,
+        offset: u64,
+        length: u64,
+        open: impl Fn(&[u8]) -> Result<T>,
+    ) -> Result<T> {
+        let bytes = self
+            .storage
+            .read_metadata_range(ObjectKind::Pack, pack, offset, length)?;
+        match open(&bytes) {
+            Err(e) if e.kind() == ErrorKind::Corrupted => open(&self.storage.read_range(
+                ObjectKind::Pack,
+                pack,
+                offset,
+                length,
+            )?),
+            other => other,
+        }
     }
 
     /// Read and decrypt the header of the pack `name`, `size` bytes long.

@@ -13,7 +13,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::from_cbor;
 use crate::format::tree::Tree;
 use crate::id::Id;
-use crate::storage::ObjectKind;
 
 /// Tree blobs further apart than this are read separately. Tree packs hold
 /// only trees, so a gap costs little next to another request.
@@ -100,33 +99,28 @@ impl Repository {
 
     fn read_run(&self, run: &Run) -> Result<Vec<(Id, Tree)>> {
         let name = run.pack.to_hex();
-        let bytes = match self.storage.read_metadata_range(
-            ObjectKind::Pack,
-            &name,
-            run.start,
-            run.end - run.start,
-        ) {
+        let open = |bytes: &[u8]| -> Result<Vec<(Id, Tree)>> {
+            run.blobs
+                .iter()
+                .map(|(id, loc)| {
+                    let from = (u64::from(loc.offset) - run.start) as usize;
+                    let sealed = &bytes[from..from + loc.length as usize];
+                    let plain = self
+                        .open_blob(id, loc.kind, sealed, loc.raw_length)
+                        .map_err(|e| e.context(format!("pack {name}")))?;
+                    Ok((*id, from_cbor(&plain, &format!("tree {id}"))?))
+                })
+                .collect()
+        };
+        match self.read_tree_range(&name, run.start, run.end - run.start, open) {
             // A prune moved these trees (docs/design.md, "Prune"): read each
             // where the index now says.
-            Err(e) if e.kind() == ErrorKind::Missing => {
-                return run
-                    .blobs
-                    .iter()
-                    .map(|(id, _)| Ok((*id, self.load_tree(id)?)))
-                    .collect();
-            }
-            other => other?,
-        };
-        run.blobs
-            .iter()
-            .map(|(id, loc)| {
-                let from = (u64::from(loc.offset) - run.start) as usize;
-                let sealed = &bytes[from..from + loc.length as usize];
-                let plain = self
-                    .open_blob(id, loc.kind, sealed, loc.raw_length)
-                    .map_err(|e| e.context(format!("pack {name}")))?;
-                Ok((*id, from_cbor(&plain, &format!("tree {id}"))?))
-            })
-            .collect()
+            Err(e) if e.kind() == ErrorKind::Missing => run
+                .blobs
+                .iter()
+                .map(|(id, _)| Ok((*id, self.load_tree(id)?)))
+                .collect(),
+            other => other,
+        }
     }
 }

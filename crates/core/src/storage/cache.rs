@@ -24,6 +24,9 @@ use super::{check_range, ObjectInfo, ObjectKind, ObjectWriter, Storage};
 use crate::error::Result;
 use crate::id::Id;
 
+/// Temporary files older than this were left by a process that died.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 pub struct CachedStorage<S> {
     inner: S,
     dir: PathBuf,
@@ -103,6 +106,9 @@ impl<S: Storage> CachedStorage<S> {
     /// A range of a verified cached pack, or `None`.
     fn cached_range(&self, path: &Path, offset: u64, length: u64) -> Option<Vec<u8>> {
         let file = fs::File::open(path).ok()?;
+        if file.metadata().ok()?.len() < offset.checked_add(length)? {
+            return None;
+        }
         let mut buf = vec![0; usize::try_from(length).ok()?];
         file.read_exact_at(&mut buf, offset).ok()?;
         Some(buf)
@@ -113,14 +119,22 @@ impl<S: Storage> CachedStorage<S> {
         let names: HashSet<&str> = listed.iter().map(|o| o.name.as_str()).collect();
         let dir = self.dir.join(kind.dir());
         let files: Vec<fs::DirEntry> = match kind {
-            ObjectKind::Pack => fs::read_dir(&dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|d| fs::read_dir(d.path()).ok())
-                .flatten()
-                .flatten()
-                .collect(),
+            ObjectKind::Pack => {
+                // ranges of packs, kept by an earlier version of the cache
+                let _ = fs::remove_dir_all(self.dir.join("ranges"));
+                let top: Vec<fs::DirEntry> =
+                    fs::read_dir(&dir).into_iter().flatten().flatten().collect();
+                let inner = top
+                    .iter()
+                    .filter_map(|d| fs::read_dir(d.path()).ok())
+                    .flatten()
+                    .flatten()
+                    .collect::<Vec<_>>();
+                top.into_iter()
+                    .filter(|d| d.file_type().is_ok_and(|t| t.is_file()))
+                    .chain(inner)
+                    .collect()
+            }
             _ if Self::cached_kind(kind) => {
                 fs::read_dir(&dir).into_iter().flatten().flatten().collect()
             }
@@ -128,7 +142,15 @@ impl<S: Storage> CachedStorage<S> {
         };
         for file in files {
             let name = file.file_name().to_string_lossy().into_owned();
-            if !names.contains(name.as_str()) {
+            // Another process may be writing a temporary file right now;
+            // one left by a process that was killed goes after an hour.
+            let young = || {
+                file.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < STALE_TEMPORARY))
+            };
+            let keep = names.contains(name.as_str()) || (name.starts_with(".tmp-") && young());
+            if !keep {
                 let _ = fs::remove_file(file.path());
             }
         }
@@ -229,7 +251,11 @@ impl<S: Storage> Storage for CachedStorage<S> {
         self.set_verified(name, !self.unusable.load(Ordering::Relaxed));
         let range = usize::try_from(offset)
             .ok()
-            .zip(usize::try_from(offset + length).ok())
+            .zip(
+                offset
+                    .checked_add(length)
+                    .and_then(|e| usize::try_from(e).ok()),
+            )
             .and_then(|(from, to)| data.get(from..to));
         check_range(range.map_or(0, <[u8]>::len), name, offset, length)?;
         Ok(range.unwrap_or_default().to_vec())
@@ -477,10 +503,17 @@ mod tests {
             .inner
             .write(ObjectKind::Pack, &name, &data)
             .unwrap();
+        // as the repository holds it
+        let shared: Arc<dyn Storage> = Arc::new(cache);
         for offset in [0u64, 5000, 90_000] {
-            let got = cache
-                .read_metadata_range(ObjectKind::Pack, &name, offset, 100)
-                .unwrap();
+            let got = <Arc<dyn Storage> as Storage>::read_metadata_range(
+                &shared,
+                ObjectKind::Pack,
+                &name,
+                offset,
+                100,
+            )
+            .unwrap();
             assert_eq!(got, &data[offset as usize..offset as usize + 100]);
         }
         assert_eq!(reads.load(Ordering::SeqCst), 1);

@@ -89,6 +89,17 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         self.inner.read_range(kind, name, offset, length)
     }
 
+    fn read_metadata_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>> {
+        self.trip(&self.reads, self.faults.reads_before_failure, kind, "read")?;
+        self.inner.read_metadata_range(kind, name, offset, length)
+    }
+
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
         self.trip(
             &self.writes,
@@ -106,6 +117,20 @@ impl<S: Storage> Storage for FaultyStorage<S> {
     /// A streamed object counts as one write; if it is to fail, it fails at
     /// `finish`, after its data was sent, like an upload cut off at the end.
     fn create_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
+        self.writer(kind, self.inner.create_writer(kind))
+    }
+
+    fn create_metadata_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
+        self.writer(kind, self.inner.create_metadata_writer(kind))
+    }
+}
+
+impl<S: Storage> FaultyStorage<S> {
+    fn writer(
+        &self,
+        kind: ObjectKind,
+        inner: Result<Box<dyn ObjectWriter>>,
+    ) -> Result<Box<dyn ObjectWriter>> {
         let fail = self
             .trip(
                 &self.writes,
@@ -115,7 +140,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
             )
             .is_err();
         Ok(Box::new(FaultyWriter {
-            inner: self.inner.create_writer(kind)?,
+            inner: inner?,
             fail,
         }))
     }
@@ -169,6 +194,18 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     }
     fn create_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
         (**self).create_writer(kind)
+    }
+    fn read_metadata_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>> {
+        (**self).read_metadata_range(kind, name, offset, length)
+    }
+    fn create_metadata_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
+        (**self).create_metadata_writer(kind)
     }
 }
 
