@@ -262,7 +262,12 @@ impl<S: Storage> Storage for CachedStorage<S> {
     }
 
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
-        self.inner.write(kind, name, data)
+        self.inner.write(kind, name, data)?;
+        // what this process writes, the next one reads: keep a copy
+        if Self::cached_kind(kind) && Id::of_object(data).to_hex() == name {
+            self.put(&self.path(kind, name), data);
+        }
+        Ok(())
     }
 
     fn remove(&self, kind: ObjectKind, name: &str) -> Result<()> {
@@ -423,7 +428,11 @@ mod tests {
         let (_dir, reads, cache) = setup();
         let data = b"an index file".to_vec();
         let name = Id::of_object(&data).to_hex();
-        cache.write(ObjectKind::Index, &name, &data).unwrap();
+        cache
+            .inner
+            .inner
+            .write(ObjectKind::Index, &name, &data)
+            .unwrap();
         assert_eq!(cache.read(ObjectKind::Index, &name).unwrap(), data);
         assert_eq!(cache.read(ObjectKind::Index, &name).unwrap(), data);
         assert_eq!(
@@ -439,6 +448,16 @@ mod tests {
         // an object the storage no longer lists leaves the cache
         cache.remove(ObjectKind::Index, &name).unwrap();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn written_objects_are_kept() {
+        let (_dir, reads, cache) = setup();
+        let data = b"a snapshot".to_vec();
+        let name = Id::of_object(&data).to_hex();
+        cache.write(ObjectKind::Snapshot, &name, &data).unwrap();
+        assert_eq!(cache.read(ObjectKind::Snapshot, &name).unwrap(), data);
+        assert_eq!(reads.load(Ordering::SeqCst), 0);
     }
 
     fn pack(seed: u32) -> (String, Vec<u8>) {
