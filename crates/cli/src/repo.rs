@@ -144,11 +144,25 @@ fn cache_dir(location: &str) -> Option<PathBuf> {
     Some(base.join(&key[..16]))
 }
 
-/// The storage of a location: remote for `s3:` and `sftp:`, else a directory.
+/// The storage of a location: remote for `s3:` and `sftp:` (behind the
+/// local cache), else a directory.
 pub fn storage(loc: &Location) -> Result<Arc<dyn Storage>> {
+    storage_with(loc, Cache::Use)
+}
+
+/// Whether a command may read a remote repository's metadata from the cache.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Cache {
+    Use,
+    /// Commands that verify the repository read what the storage holds.
+    Bypass,
+}
+
+fn storage_with(loc: &Location, cache: Cache) -> Result<Arc<dyn Storage>> {
     if let Some(s) = loc.path.to_str().filter(|s| strata_remote::is_remote(s)) {
         let remote = strata_remote::RemoteStorage::new(strata_remote::parse(s)?)?;
-        return Ok(match cache_dir(s) {
+        let dir = cache_dir(s).filter(|_| cache == Cache::Use);
+        return Ok(match dir {
             Some(dir) => Arc::new(CachedStorage::new(remote, dir)),
             None => Arc::new(remote),
         });
@@ -158,9 +172,15 @@ pub fn storage(loc: &Location) -> Result<Arc<dyn Storage>> {
 
 /// Open the configured repository.
 pub fn open(global: &GlobalArgs) -> Result<Arc<Repository>> {
+    open_with(global, Cache::Use)
+}
+
+/// Open the configured repository, reading remote metadata from the cache
+/// or, for commands that verify it, from the storage itself.
+pub fn open_with(global: &GlobalArgs, cache: Cache) -> Result<Arc<Repository>> {
     let loc = location(global)?;
     let pw = password(global, &loc, "enter password for repository: ")?;
-    let repo = Repository::open(storage(&loc)?, pw.as_bytes())?;
+    let repo = Repository::open(storage_with(&loc, cache)?, pw.as_bytes())?;
     Ok(Arc::new(repo))
 }
 

@@ -153,6 +153,7 @@ enum Way {
 /// A TCP proxy in front of a real server that drops connections in the
 /// middle of a transfer: the next `cuts` connections to carry more than
 /// `after` bytes (given to `start`) one way are shut down at that point.
+#[derive(Clone)]
 struct Proxy {
     port: u16,
     way: Arc<Mutex<Way>>,
@@ -252,11 +253,12 @@ fn pipe(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        // counted before the client can see them and exit
+        counted.fetch_add(n as u64, Ordering::SeqCst);
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
         carried += n as u64;
-        counted.fetch_add(n as u64, Ordering::SeqCst);
         let take = |c: &AtomicUsize| {
             c.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |k| k.checked_sub(1))
                 .is_ok()
@@ -376,18 +378,15 @@ fn connections_dropped_mid_transfer(var: &str) {
     // backup fails with a clear error and stores no snapshot, and the
     // repository stays whole.
     write(&src.join("big0.bin"), &pseudo_random(7 << 20, 99));
-    let (cut_now, watching) = (proxy.cuts.clone(), Arc::new(AtomicBool::new(true)));
+    let watching = Arc::new(AtomicBool::new(true));
     proxy.cut(Way::Up, 1);
     let watcher = {
-        let (live, refuse, watching) = (proxy.live.clone(), proxy.refuse.clone(), watching.clone());
+        let (proxy, watching) = (proxy.clone(), watching.clone());
         std::thread::spawn(move || {
-            while watching.load(Ordering::SeqCst) && cut_now.load(Ordering::SeqCst) > 0 {
+            while watching.load(Ordering::SeqCst) && proxy.cuts_left() > 0 {
                 std::thread::sleep(Duration::from_millis(2));
             }
-            refuse.store(true, Ordering::SeqCst);
-            for c in live.lock().unwrap().drain(..) {
-                let _ = c.shutdown(Shutdown::Both);
-            }
+            proxy.go_down();
         })
     };
     let started = Instant::now();
@@ -608,5 +607,62 @@ fn s3_cache_spares_metadata_downloads() {
     assert!(
         cached < uncached,
         "snapshots: {cached} with the cache, {uncached} without"
+    );
+}
+
+/// `check` reads what the storage holds: a tree pack damaged on the server
+/// after the cache kept a good copy is reported, while `ls` still works
+/// from the cache.
+#[test]
+fn sftp_check_reads_the_storage_not_the_cache() {
+    let _server = server_lock("STRATA_TEST_SFTP");
+    let Some(url) = remote("STRATA_TEST_SFTP") else {
+        return;
+    };
+    let env = Env::new();
+    let src = env.path("data");
+    write(&src.join("dir/a.txt"), b"alpha\n");
+    ok(&command_cached(
+        &env,
+        &url,
+        &["init", "--kdf-memory", "1", "--kdf-iterations", "1"],
+        true,
+    ));
+    ok(&command_cached(
+        &env,
+        &url,
+        &["backup", src.to_str().unwrap()],
+        true,
+    ));
+    let cached_packs: Vec<PathBuf> = cache_files(&env.home().join(".cache/strata"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/data/"))
+        .collect();
+    assert_eq!(
+        cached_packs.len(),
+        1,
+        "one tree pack cached: {cached_packs:?}"
+    );
+    let name = cached_packs[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let on_server = PathBuf::from(url.splitn(3, ':').nth(2).unwrap())
+        .join("data")
+        .join(&name[..2])
+        .join(&name);
+    let mut bytes = std::fs::read(&on_server).unwrap();
+    bytes[10] ^= 0x40;
+    std::fs::write(&on_server, bytes).unwrap();
+
+    let listed = command_cached(&env, &url, &["ls", "latest"], true);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("a.txt"));
+    let checked = command_cached(&env, &url, &["check"], true);
+    assert_eq!(
+        checked.status.code(),
+        Some(1),
+        "damage in the storage went unnoticed: {}",
+        String::from_utf8_lossy(&checked.stderr)
     );
 }

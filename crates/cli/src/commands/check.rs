@@ -17,7 +17,8 @@ pub struct Args {
 }
 
 pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
-    let repo = repo::open(global)?;
+    // what the storage holds, not what the cache remembers
+    let repo = repo::open_with(global, repo::Cache::Bypass)?;
     let subset = args
         .read_data_subset
         .as_deref()

@@ -55,7 +55,8 @@ struct SnapshotArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
-    let repo = repo::open(global)?;
+    // what the storage holds, not what the cache remembers
+    let repo = repo::open_with(global, repo::Cache::Bypass)?;
     match &args.what {
         What::Index => index(global, &repo),
         What::Snapshots(a) => snapshots(global, &repo, a),

@@ -147,7 +147,8 @@ impl<S: Storage> CachedStorage<S> {
             let young = || {
                 file.metadata()
                     .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < STALE_TEMPORARY))
+                    // a time in the future (the clock went back) is young
+                    .is_ok_and(|t| t.elapsed().map_or(true, |age| age < STALE_TEMPORARY))
             };
             let keep = names.contains(name.as_str()) || (name.starts_with(".tmp-") && young());
             if !keep {
