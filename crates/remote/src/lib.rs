@@ -100,10 +100,45 @@ impl RemoteStorage {
         )
     }
 
-    fn put(&self, path: &str, data: &[u8]) -> Result<()> {
-        self.again(|| self.op.write(path, data.to_vec()))
+    /// Upload `data` to `path` (an `opendal::Buffer` is shared, not copied,
+    /// when a call is made again).
+    fn put(&self, path: &str, data: &opendal::Buffer) -> Result<()> {
+        self.again(|| self.op.write(path, data.clone()))
             .map(|_| ())
             .map_err(|e| self.err(e, path))
+    }
+
+    /// [`Storage::write`] of bytes already owned.
+    fn store(&self, kind: ObjectKind, name: &str, data: opendal::Buffer) -> Result<()> {
+        let path = kind.path_of(name);
+        if !self.rename_into_place {
+            return self.put(&path, &data);
+        }
+        let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+        let tmp = format!(
+            "{dir}/.tmp-{name}-{}",
+            hex::encode(rand::random::<[u8; 8]>())
+        );
+        let result =
+            self.put(&tmp, &data)
+                .and_then(|()| match self.again(|| self.op.rename(&tmp, &path)) {
+                    // A rename that was made again after its reply was lost
+                    // finds no temporary file: the object is already in place.
+                    Err(e)
+                        if e.kind() == opendal::ErrorKind::NotFound
+                            && self
+                                .op
+                                .stat(&path)
+                                .is_ok_and(|m| m.content_length() == data.len() as u64) =>
+                    {
+                        Ok(())
+                    }
+                    other => other.map(|_| ()).map_err(|e| self.err(e, &path)),
+                });
+        if result.is_err() {
+            let _ = self.op.delete(&tmp);
+        }
+        result
     }
 
     /// Run `call`, and over SFTP run it again, up to three times in all,
@@ -294,35 +329,7 @@ impl Storage for RemoteStorage {
     }
 
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
-        let path = kind.path_of(name);
-        if !self.rename_into_place {
-            return self.put(&path, data);
-        }
-        let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
-        let tmp = format!(
-            "{dir}/.tmp-{name}-{}",
-            hex::encode(rand::random::<[u8; 8]>())
-        );
-        let result =
-            self.put(&tmp, data)
-                .and_then(|()| match self.again(|| self.op.rename(&tmp, &path)) {
-                    // A rename that was made again after its reply was lost
-                    // finds no temporary file: the object is already in place.
-                    Err(e)
-                        if e.kind() == opendal::ErrorKind::NotFound
-                            && self
-                                .op
-                                .stat(&path)
-                                .is_ok_and(|m| m.content_length() == data.len() as u64) =>
-                    {
-                        Ok(())
-                    }
-                    other => other.map(|_| ()).map_err(|e| self.err(e, &path)),
-                });
-        if result.is_err() {
-            let _ = self.op.delete(&tmp);
-        }
-        result
+        self.store(kind, name, opendal::Buffer::from(data.to_vec()))
     }
 
     fn remove(&self, kind: ObjectKind, name: &str) -> Result<()> {
@@ -336,7 +343,7 @@ impl Storage for RemoteStorage {
     fn create_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
         let storage = self.clone();
         Ok(Box::new(BufferWriter::new(
-            move |name: &str, data: &[u8]| storage.write(kind, name, data),
+            move |name: &str, data: Vec<u8>| storage.store(kind, name, data.into()),
         )))
     }
 }

@@ -94,7 +94,7 @@ impl Storage for MemoryStorage {
     fn create_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
         let me = self.clone();
         Ok(Box::new(BufferWriter::new(
-            move |name: &str, data: &[u8]| me.write(kind, name, data),
+            move |name: &str, data: Vec<u8>| me.write(kind, name, &data),
         )))
     }
 }

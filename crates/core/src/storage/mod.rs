@@ -152,14 +152,15 @@ pub trait ObjectWriter: Send {
     fn finish(self: Box<Self>, name: &str) -> Result<()>;
 }
 
-/// A writer that collects bytes in memory and stores them with a callback,
-/// for backends where an object is uploaded in one piece.
-pub struct BufferWriter<F: FnOnce(&str, &[u8]) -> Result<()> + Send> {
+/// A writer that collects bytes in memory and hands them over, without a
+/// copy, to a callback that stores them, for backends where an object is
+/// uploaded in one piece.
+pub struct BufferWriter<F: FnOnce(&str, Vec<u8>) -> Result<()> + Send> {
     data: Vec<u8>,
     store: F,
 }
 
-impl<F: FnOnce(&str, &[u8]) -> Result<()> + Send> BufferWriter<F> {
+impl<F: FnOnce(&str, Vec<u8>) -> Result<()> + Send> BufferWriter<F> {
     pub fn new(store: F) -> Self {
         BufferWriter {
             data: Vec::new(),
@@ -168,14 +169,14 @@ impl<F: FnOnce(&str, &[u8]) -> Result<()> + Send> BufferWriter<F> {
     }
 }
 
-impl<F: FnOnce(&str, &[u8]) -> Result<()> + Send> ObjectWriter for BufferWriter<F> {
+impl<F: FnOnce(&str, Vec<u8>) -> Result<()> + Send> ObjectWriter for BufferWriter<F> {
     fn write_all(&mut self, data: &[u8]) -> Result<()> {
         self.data.extend_from_slice(data);
         Ok(())
     }
 
     fn finish(self: Box<Self>, name: &str) -> Result<()> {
-        (self.store)(name, &self.data)
+        (self.store)(name, self.data)
     }
 }
 
