@@ -589,3 +589,28 @@ fn unwrap_any_key(
         ),
     ))
 }
+
+/// Split blobs sorted by offset in one pack, given as `(offset, length)`,
+/// into runs read with one request each: a blob joins the run before it
+/// when it starts at most `max_gap` bytes after the run's end and the run
+/// stays within `max_run` bytes. Each run is `(first..last+1, start, end)`.
+pub(crate) fn merge_runs(
+    spans: impl IntoIterator<Item = (u64, u64)>,
+    max_gap: u64,
+    max_run: u64,
+) -> Vec<(std::ops::Range<usize>, u64, u64)> {
+    let mut runs: Vec<(std::ops::Range<usize>, u64, u64)> = Vec::new();
+    for (i, (offset, length)) in spans.into_iter().enumerate() {
+        let end = offset + length;
+        match runs.last_mut() {
+            Some((range, start, run_end))
+                if offset <= *run_end + max_gap && end - *start <= max_run =>
+            {
+                range.end = i + 1;
+                *run_end = (*run_end).max(end);
+            }
+            _ => runs.push((i..i + 1, offset, end)),
+        }
+    }
+    runs
+}

@@ -68,29 +68,17 @@ impl Repository {
         for (pack, blobs) in by_pack {
             let mut blobs: Vec<(Id, BlobLocation)> = blobs.into_iter().collect();
             blobs.sort_by_key(|(_, loc)| loc.offset);
-            let mut current: Option<Run> = None;
-            for (id, loc) in blobs {
-                let (start, end) = (
-                    u64::from(loc.offset),
-                    u64::from(loc.offset) + u64::from(loc.length),
-                );
-                match &mut current {
-                    Some(run) if start <= run.end + MAX_GAP && end - run.start <= MAX_RUN => {
-                        run.end = run.end.max(end);
-                        run.blobs.push((id, loc));
-                    }
-                    _ => {
-                        runs.extend(current.take());
-                        current = Some(Run {
-                            pack,
-                            start,
-                            end,
-                            blobs: vec![(id, loc)],
-                        });
-                    }
-                }
+            let spans = blobs
+                .iter()
+                .map(|(_, loc)| (u64::from(loc.offset), u64::from(loc.length)));
+            for (range, start, end) in super::merge_runs(spans, MAX_GAP, MAX_RUN) {
+                runs.push(Run {
+                    pack,
+                    start,
+                    end,
+                    blobs: blobs[range].to_vec(),
+                });
             }
-            runs.extend(current);
         }
         // Largest first, so that one long read does not finish last alone.
         runs.sort_by_key(|r| std::cmp::Reverse(r.end - r.start));
@@ -122,5 +110,23 @@ impl Repository {
                 .collect(),
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::merge_runs;
+
+    #[test]
+    fn runs_break_at_wide_gaps_and_at_the_size_limit() {
+        // (offset, length): 0..10, 15..20 (gap 5), 100..110 (gap 80),
+        // 110..150 (would make the run 50 > 45)
+        let spans = [(0, 10), (15, 5), (100, 10), (110, 40)];
+        let runs = merge_runs(spans, 10, 45);
+        assert_eq!(
+            runs,
+            vec![(0..2, 0, 20), (2..3, 100, 110), (3..4, 110, 150)]
+        );
+        assert!(merge_runs([], 10, 45).is_empty());
     }
 }

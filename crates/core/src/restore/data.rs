@@ -135,24 +135,14 @@ fn restore_pack(
     let mut written = 0u64;
     // One plaintext buffer per pack, reused for every blob in it.
     let mut plain = Vec::new();
-    let mut i = 0;
-    while i < needs.len() {
-        let start = u64::from(needs[i].loc.offset);
-        let mut end = start + u64::from(needs[i].loc.length);
-        let mut j = i + 1;
-        while j < needs.len() {
-            let o = u64::from(needs[j].loc.offset);
-            let e = o + u64::from(needs[j].loc.length);
-            if o > end + MAX_GAP || e - start > MAX_RUN {
-                break;
-            }
-            end = end.max(e);
-            j += 1;
-        }
+    let spans = needs
+        .iter()
+        .map(|n| (u64::from(n.loc.offset), u64::from(n.loc.length)));
+    for (range, start, end) in crate::repository::merge_runs(spans, MAX_GAP, MAX_RUN) {
         let mut run = repo
             .storage()
             .read_range(ObjectKind::Pack, &name, start, end - start)?;
-        for need in &needs[i..j] {
+        for need in &needs[range] {
             let from = (u64::from(need.loc.offset) - start) as usize;
             let sealed = &mut run[from..from + need.loc.length as usize];
             repo.open_blob_into(
@@ -165,7 +155,6 @@ fn restore_pack(
             .map_err(|e| e.context(format!("pack {name}")))?;
             written += write_targets(need, &plain, jobs, nodes, progress)?;
         }
-        i = j;
     }
     Ok(written)
 }
