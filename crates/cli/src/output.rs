@@ -39,6 +39,15 @@ pub fn interactive() -> bool {
 }
 
 /// Bytes in binary units: `1.5 GiB`.
+/// `singular` for one, `plural` otherwise ("1 snapshot", "2 snapshots").
+pub fn plural<'a>(n: usize, singular: &'a str, plural: &'a str) -> &'a str {
+    if n == 1 {
+        singular
+    } else {
+        plural
+    }
+}
+
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;

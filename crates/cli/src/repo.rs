@@ -256,6 +256,10 @@ pub struct FilterArgs {
     /// (`2026-11-20`, `2026-11-20 10:00`, RFC 3339).
     #[arg(long, value_name = "TIME")]
     pub before: Option<String>,
+    /// With `latest`: pass over snapshots that cannot be read (damaged)
+    /// and take the newest readable one, with a warning.
+    #[arg(long)]
+    pub allow_damaged: bool,
 }
 
 impl FilterArgs {
@@ -270,6 +274,7 @@ impl FilterArgs {
             tags: self.tags.clone(),
             paths: self.paths.clone(),
             before,
+            allow_damaged: self.allow_damaged,
         })
     }
 }

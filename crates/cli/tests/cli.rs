@@ -516,14 +516,16 @@ fn a_flipped_byte_in_a_pack_is_detected_and_named() {
         .args(["check", "--read-data-subset", "5/3"])
         .assert()
         .code(2);
-    // A restore that needs the damaged blob fails loudly rather than writing garbage.
+    // A restore that needs the damaged blob restores the rest, writes no
+    // garbage, and exits 3 naming what it could not restore.
     let out = env
         .cmd()
         .args(["restore", "latest", "--target"])
         .arg(env.path("r"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("could not be restored"));
 }
 
 #[test]

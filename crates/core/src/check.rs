@@ -107,8 +107,13 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         .into_iter()
         .map(|o| (o.name, o.size))
         .collect();
-    let lost_packs = check_packs(repo, &indexed, &stored, &mut report);
-    snapshots::check(repo, &lost_packs, &mut report)?;
+    let mut lost = Lost {
+        packs: check_packs(repo, &indexed, &stored, &mut report),
+        ..Lost::default()
+    };
+    check_temporaries(repo, &mut report)?;
+    // Data first, so that a damaged blob is reported with the snapshots
+    // and paths it affects, as a missing one is.
     if opts.read_data || opts.subset.is_some() {
         let chosen: HashMap<String, u64> = stored
             .iter()
@@ -116,9 +121,71 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             .map(|(n, s)| (n.clone(), *s))
             .collect();
         report.packs_read = chosen.len();
-        read_all_data(repo, &chosen, &mut report);
+        lost.copies = read_all_data(repo, &chosen, &mut report);
+        note_intact_copies(repo, &lost, &mut report);
     }
+    snapshots::check(repo, &lost, &mut report)?;
     Ok(report)
+}
+
+/// What the check found gone: packs the index lists that storage lacks,
+/// and copies of blobs (`(blob, pack)`) that failed to verify.
+#[derive(Default)]
+pub(crate) struct Lost {
+    pub packs: HashSet<Id>,
+    pub copies: HashSet<(Id, Id)>,
+}
+
+impl Lost {
+    /// Why no copy of the blob can be read (`"missing"`, `"damaged"`), or
+    /// `None` if one is intact as far as this check knows.
+    pub fn blob(&self, index: &crate::repository::Index, id: &Id) -> Option<&'static str> {
+        let copies = index.locations(id);
+        let damaged = |l: &crate::repository::BlobLocation| self.copies.contains(&(*id, l.pack));
+        if copies
+            .iter()
+            .any(|l| !self.packs.contains(&l.pack) && !damaged(l))
+        {
+            None
+        } else if copies.iter().any(damaged) {
+            Some("damaged")
+        } else {
+            Some("missing")
+        }
+    }
+}
+
+/// Damaged copies that another intact copy makes harmless are still
+/// errors (the pack is damaged), but say so.
+fn note_intact_copies(repo: &Repository, lost: &Lost, report: &mut CheckReport) {
+    let index = repo.index();
+    let spared = lost
+        .copies
+        .iter()
+        .filter(|(blob, _)| lost.blob(&index, blob).is_none())
+        .count();
+    if spared > 0 {
+        report.warnings.push(format!(
+            "{spared} damaged blob copies have an intact copy in another pack: snapshots still restore, and `strata prune` keeps the intact copy and drops the damaged one"
+        ));
+    }
+}
+
+/// Temporary files left by writes that were interrupted: harmless, and
+/// removed by the next prune that runs alone.
+fn check_temporaries(repo: &Repository, report: &mut CheckReport) -> Result<()> {
+    let found = repo
+        .storage()
+        .stale_temporaries(repo.lock_timing().stale_after, false)?;
+    if !found.is_empty() {
+        let bytes: u64 = found.iter().map(|t| t.size).sum();
+        report.warnings.push(format!(
+            "{} temporary files ({bytes} bytes) left by interrupted writes, such as {}; the next `strata prune` removes them",
+            found.len(),
+            found[0].name
+        ));
+    }
+    Ok(())
 }
 
 /// Read every index file, report damaged ones, and build the in-memory index
@@ -201,9 +268,16 @@ fn check_packs(
     lost
 }
 
-fn read_all_data(repo: &Repository, stored: &HashMap<String, u64>, report: &mut CheckReport) {
+/// Read and verify every blob of the packs `stored`; returns the copies
+/// that failed, as `(blob, pack)`.
+fn read_all_data(
+    repo: &Repository,
+    stored: &HashMap<String, u64>,
+    report: &mut CheckReport,
+) -> HashSet<(Id, Id)> {
     let names: Vec<&String> = stored.keys().collect();
     let errors = Mutex::new(Vec::new());
+    let damaged = Mutex::new(HashSet::new());
     let bytes = std::sync::atomic::AtomicU64::new(0);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -212,10 +286,13 @@ fn read_all_data(repo: &Repository, stored: &HashMap<String, u64>, report: &mut 
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(name) = names.get(i) else { break };
-                let found = check_pack_data(repo, name);
+                let (found, bad) = check_pack_data(repo, name);
                 bytes.fetch_add(stored[*name], std::sync::atomic::Ordering::Relaxed);
                 if let Ok(mut e) = errors.lock() {
                     e.extend(found);
+                }
+                if let Ok(mut d) = damaged.lock() {
+                    d.extend(bad);
                 }
             });
         }
@@ -224,14 +301,28 @@ fn read_all_data(repo: &Repository, stored: &HashMap<String, u64>, report: &mut 
         .errors
         .extend(errors.into_inner().unwrap_or_default());
     report.bytes_read = bytes.into_inner();
+    damaged.into_inner().unwrap_or_default()
 }
 
-fn check_pack_data(repo: &Repository, name: &str) -> Vec<String> {
+/// Verify one pack: the errors found, and the copies of blobs it holds
+/// that failed (all those the index lists in it, if it cannot be read).
+fn check_pack_data(repo: &Repository, name: &str) -> (Vec<String>, Vec<(Id, Id)>) {
+    let Ok(pack) = Id::from_hex(name) else {
+        return (vec![format!("pack {name}: not a pack name")], Vec::new());
+    };
+    let listed = || -> Vec<(Id, Id)> {
+        repo.index()
+            .iter_pack(&pack)
+            .into_iter()
+            .map(|b| (b, pack))
+            .collect()
+    };
     let data = match repo.storage().read(ObjectKind::Pack, name) {
         Ok(d) => d,
-        Err(e) => return vec![format!("pack {name}: {e}")],
+        Err(e) => return (vec![format!("pack {name}: {e}")], listed()),
     };
     let mut errors = Vec::new();
+    let mut damaged = Vec::new();
     if Id::of_object(&data).to_hex() != name {
         errors.push(format!(
             "pack {name}: contents do not match its name (damaged)"
@@ -243,12 +334,16 @@ fn check_pack_data(repo: &Repository, name: &str) -> Vec<String> {
                 let sealed = &data[e.offset as usize..(e.offset + e.length) as usize];
                 if let Err(err) = repo.open_blob(&e.id, e.kind, sealed, e.raw_length) {
                     errors.push(format!("pack {name}: {err}"));
+                    damaged.push((e.id, pack));
                 }
             }
         }
-        Err(e) => errors.push(format!("pack {name}: header: {e}")),
+        Err(e) => {
+            errors.push(format!("pack {name}: header: {e}"));
+            damaged = listed();
+        }
     }
-    errors
+    (errors, damaged)
 }
 
 #[cfg(test)]

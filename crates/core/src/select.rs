@@ -17,6 +17,10 @@ pub struct Filter {
     pub paths: Vec<String>,
     /// Only snapshots taken at or before this time.
     pub before: Option<jiff::Timestamp>,
+    /// Let `latest` pass over snapshots that cannot be read. Without it,
+    /// `latest` refuses while any snapshot is unreadable: that one may be
+    /// the newest, and an older one must not be taken for it silently.
+    pub allow_damaged: bool,
 }
 
 impl Filter {
@@ -50,6 +54,25 @@ pub fn latest_matching(
 /// `latest` honours every field of `filter`; an id prefix is exact.
 pub fn find(repo: &Repository, selector: &str, filter: &Filter) -> Result<(Id, Snapshot)> {
     let (snaps, bad) = repo.snapshots()?;
+    if selector == "latest" {
+        if let Some((name, err)) = bad.first() {
+            let names: Vec<&str> = bad.iter().map(|(n, _)| &n[..n.len().min(8)]).collect();
+            if !filter.allow_damaged {
+                return Err(Error::new(
+                    err.kind(),
+                    format!(
+                        "snapshot {name} cannot be read ({err}), so the latest snapshot is unknown: it may be that one. \
+                         Run `strata check`; to take the newest readable snapshot anyway, add --allow-damaged, or name a snapshot by its id"
+                    ),
+                ));
+            }
+            tracing::warn!(
+                "{} unreadable snapshot(s) ({}) passed over: `latest` is the newest readable one",
+                bad.len(),
+                names.join(", ")
+            );
+        }
+    }
     let found = find_in(snaps, selector, filter);
     if let Err(e) = &found {
         // An id prefix that names only a damaged snapshot: say why it is unusable.

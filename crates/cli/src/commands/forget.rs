@@ -134,7 +134,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
             hosts: args.hosts.clone(),
             tags: args.tags.clone(),
             paths: args.paths.clone(),
-            before: None,
+            ..Default::default()
         };
         let chosen: Vec<_> = snaps
             .iter()

@@ -76,7 +76,38 @@ pub fn prune_repository(
         print_plan(&plan);
         print_report(&plan, &report, dry_run);
     }
-    Ok(crate::exit::OK)
+    if !global.json {
+        print_damage(&plan);
+    }
+    // Damage found on the way is not prune's failure, but must not pass
+    // for a clean run either.
+    Ok(if plan.damaged.is_empty() {
+        crate::exit::OK
+    } else {
+        crate::exit::PARTIAL
+    })
+}
+
+/// Copies of used blobs that failed to verify, and what prune did instead.
+fn print_damage(plan: &PrunePlan) {
+    for (blob, pack, error) in &plan.damaged {
+        let kept = if plan.pinned.contains(pack) {
+            "no copy verifies: every pack holding it is kept".to_string()
+        } else {
+            "an intact copy in another pack is kept instead".to_string()
+        };
+        eprintln!(
+            "warning: blob {} in pack {}: {error}; {kept}",
+            blob.short(),
+            pack.short()
+        );
+    }
+    if !plan.damaged.is_empty() {
+        eprintln!(
+            "warning: {} damaged blob copies found; run `strata check --read-data` to see what they affect",
+            plan.damaged.len()
+        );
+    }
 }
 
 fn sum(packs: &[prune::PackUse]) -> u64 {
@@ -129,6 +160,23 @@ fn print_plan(plan: &PrunePlan) {
 }
 
 fn print_report(plan: &PrunePlan, report: &PruneReport, dry_run: bool) {
+    if !report.temporaries.is_empty() {
+        println!(
+            "{} {} left by interrupted writes ({}){}",
+            report.temporaries.len(),
+            output::plural(
+                report.temporaries.len(),
+                "temporary file",
+                "temporary files"
+            ),
+            output::bytes(report.temporaries.iter().map(|t| t.size).sum()),
+            if dry_run {
+                "; would remove them"
+            } else {
+                ": removed"
+            }
+        );
+    }
     if dry_run {
         println!("dry run: nothing was changed");
         return;
@@ -180,6 +228,10 @@ fn to_json(plan: &PrunePlan, report: &PruneReport, dry_run: bool) -> serde_json:
         "rescued_packs": s.rescued_packs,
         "waiting_packs": s.waiting_packs,
         "waiting_bytes": s.waiting_bytes,
+        "temporary_files": report.temporaries.iter().map(|t| &t.name).collect::<Vec<_>>(),
+        "damaged_copies": plan.damaged.iter().map(|(b, p, e)| json!({
+            "blob": b.to_hex(), "pack": p.to_hex(), "error": e,
+            "kept_all_copies": plan.pinned.contains(p)})).collect::<Vec<_>>(),
         "pending": plan.pending.iter().map(|p| json!({
             "list": p.name, "time": p.time.to_string(), "packs": p.packs,
             "bytes": p.bytes, "waiting_for_locks": p.waiting_for})).collect::<Vec<_>>(),

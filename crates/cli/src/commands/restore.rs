@@ -92,16 +92,19 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         println!(
             "{}",
             json!({"message_type": "summary", "snapshot_id": id.to_hex(), "files": s.files, "files_unchanged": s.files_unchanged,
+                   "files_skipped": s.files_skipped,
+                   "incomplete": s.incomplete.iter().map(|(p, e)| json!({"path": crate::output::path(p), "error": e})).collect::<Vec<_>>(),
                    "dirs": s.dirs, "others": s.others, "bytes_written": s.bytes_written, "deleted": s.deleted,
                    "warnings": s.warnings, "failed": s.failed, "verified": s.verified, "verify_failures": s.verify_failures, "seconds": secs})
         );
     } else if !global.quiet {
         println!(
-            "restored snapshot {} to {}: {} files ({} unchanged), {} dirs, {} other, {} written, {} deleted in {secs:.2}s",
+            "restored snapshot {} to {}: {} files ({} unchanged, {} existing left alone), {} dirs, {} other, {} written, {} deleted in {secs:.2}s",
             id.short(),
             args.target.display(),
             s.files,
             s.files_unchanged,
+            s.files_skipped,
             s.dirs,
             s.others,
             crate::output::bytes(s.bytes_written),
@@ -114,10 +117,21 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
             );
         }
     }
+    if !s.incomplete.is_empty() && !global.json {
+        eprintln!(
+            "{} {} could not be restored (damaged or missing data, or a write error); what was at their paths before is left as it was:",
+            s.incomplete.len(),
+            crate::output::plural(s.incomplete.len(), "file", "files"),
+        );
+        for (path, error) in &s.incomplete {
+            eprintln!("  {}: {error}", crate::output::path(path));
+        }
+    }
     if s.failed > 0 && !global.quiet {
         eprintln!(
-            "{} entries could not be restored (see the warnings above)",
-            s.failed
+            "{} {} could not be restored (see the warnings above)",
+            s.failed,
+            crate::output::plural(s.failed as usize, "entry", "entries"),
         );
     }
     Ok(if s.verify_failures > 0 {

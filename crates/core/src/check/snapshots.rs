@@ -8,9 +8,9 @@
 //! is therefore reported once, naming all of them, at the cost of keeping
 //! each tree's list of subtrees while the check runs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use super::CheckReport;
+use super::{CheckReport, Lost};
 use crate::error::Result;
 use crate::format::display_bytes;
 use crate::format::tree::{Node, NodeKind, Tree};
@@ -39,13 +39,10 @@ struct Trees {
     tainted: HashMap<Id, bool>,
 }
 
-/// Check the trees of every snapshot; `lost_packs` are packs the index
-/// lists but storage does not hold, whose blobs count as missing.
-pub(super) fn check(
-    repo: &Repository,
-    lost_packs: &HashSet<Id>,
-    report: &mut CheckReport,
-) -> Result<()> {
+/// Check the trees of every snapshot; `lost` holds the packs the index
+/// lists but storage does not hold and the copies of blobs found damaged:
+/// a blob with no other copy counts as missing or damaged.
+pub(super) fn check(repo: &Repository, lost_packs: &Lost, report: &mut CheckReport) -> Result<()> {
     let (snaps, bad) = repo.snapshots()?;
     report.errors.extend(
         bad.into_iter()
@@ -73,7 +70,7 @@ impl Trees {
     fn read_all(
         &mut self,
         repo: &Repository,
-        lost_packs: &HashSet<Id>,
+        lost_packs: &Lost,
         root: Id,
         report: &mut CheckReport,
     ) {
@@ -154,7 +151,7 @@ fn subtrees(tree: Tree) -> Vec<(Vec<u8>, Id)> {
 }
 
 /// What is wrong with one entry of a tree, if anything.
-fn entry_damage(node: &Node, index: &Index, lost_packs: &HashSet<Id>) -> Vec<Damage> {
+fn entry_damage(node: &Node, index: &Index, lost: &Lost) -> Vec<Damage> {
     let damage = |message: String| Damage {
         entry: Some(node.name.clone()),
         message,
@@ -168,18 +165,18 @@ fn entry_damage(node: &Node, index: &Index, lost_packs: &HashSet<Id>) -> Vec<Dam
             out.push(damage("directory has no tree".into()));
         }
         NodeKind::File => {
-            let missing: Vec<&Id> = node
+            let missing: Vec<(&Id, &str)> = node
                 .content
                 .iter()
                 .flatten()
-                .filter(|b| index.get(b).is_none_or(|l| lost_packs.contains(&l.pack)))
+                .filter_map(|b| Some((b, lost.blob(index, b)?)))
                 .collect();
-            if let Some(first) = missing.first() {
+            if let Some((first, why)) = missing.first() {
                 let more = match missing.len() {
                     1 => String::new(),
                     n => format!(" (and {} more)", n - 1),
                 };
-                out.push(damage(format!("data blob {first} is missing{more}")));
+                out.push(damage(format!("data blob {first} is {why}{more}")));
             }
         }
         _ => {}

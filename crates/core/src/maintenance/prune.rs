@@ -114,6 +114,13 @@ pub struct PrunePlan {
     indexed: HashMap<Id, IndexPack>,
     /// Used blob → the pack whose copy is kept.
     keep_in: HashMap<Id, Id>,
+    /// Copies of used blobs that failed to verify: `(blob, pack, error)`.
+    /// Another copy that verifies is kept instead; without one, every pack
+    /// holding the blob is kept (see [`PrunePlan::pinned`]).
+    pub damaged: Vec<(Id, Id, String)>,
+    /// Packs kept whole because they hold a used blob none of whose copies
+    /// verifies: prune never removes what might still be recovered.
+    pub pinned: HashSet<Id>,
 }
 
 impl PrunePlan {
@@ -159,6 +166,10 @@ impl PrunePlan {
 /// What running a prune did.
 #[derive(Clone, Debug, Default)]
 pub struct PruneReport {
+    /// Temporary files of interrupted writes removed (or, on a dry run,
+    /// found): only when no other command held a lock, and only those
+    /// older than the lock staleness limit.
+    pub temporaries: Vec<ObjectInfo>,
     /// Blobs copied out of packs being repacked.
     pub repacked_blobs: usize,
     /// Packs condemned by this prune.
@@ -298,6 +309,13 @@ pub fn run(
     let lock = repo.lock(kind)?;
     let mut refs = Refs::default();
     let mut report = PruneReport::default();
+    // Every writer holds a lock: with none but ours, no temporary file
+    // can belong to a live write. The age limit is a second guard.
+    if held_origins(repo, &lock)?.is_empty() {
+        report.temporaries = repo
+            .storage()
+            .stale_temporaries(repo.lock_timing().stale_after, !dry_run)?;
+    }
     if !dry_run {
         report.sweep = sweep(repo, &lock, &mut refs)?;
     }
@@ -354,6 +372,8 @@ fn plan(
             plan.unindexed.push(unindexed_pack(repo, &info)?);
         }
     }
+    assign(&mut plan, refs, &stored);
+    verify_duplicates(repo, &mut plan, refs)?;
     let uses = assign(&mut plan, refs, &stored);
     check_complete(&plan, refs, lists)?;
     choose(&mut plan, uses, opts);
@@ -369,8 +389,8 @@ fn pack_sizes(repo: &Repository) -> Result<HashMap<Id, u64>> {
         .collect())
 }
 
-/// Choose one copy of every used blob (preferring packs mostly used) and
-/// measure each pack's use.
+/// Choose one copy of every used blob (preferring packs mostly used; a
+/// choice already made stays) and measure each pack's use.
 fn assign(plan: &mut PrunePlan, refs: &Refs, stored: &HashMap<Id, u64>) -> Vec<PackUse> {
     let share = |p: &IndexPack| {
         let used = p.blobs.iter().filter(|b| refs.used.contains(&b.id)).count();
@@ -386,9 +406,9 @@ fn assign(plan: &mut PrunePlan, refs: &Refs, stored: &HashMap<Id, u64>) -> Vec<P
             ..PackUse::default()
         };
         for blob in &pack.blobs {
-            let first_copy = refs.used.contains(&blob.id) && !plan.keep_in.contains_key(&blob.id);
-            if first_copy {
-                plan.keep_in.insert(blob.id, pack.id);
+            let kept_here = refs.used.contains(&blob.id)
+                && *plan.keep_in.entry(blob.id).or_insert(pack.id) == pack.id;
+            if kept_here {
                 u.used_blobs += 1;
                 u.used_bytes += u64::from(blob.length);
             } else {
@@ -399,6 +419,97 @@ fn assign(plan: &mut PrunePlan, refs: &Refs, stored: &HashMap<Id, u64>) -> Vec<P
         uses.push(u);
     }
     uses
+}
+
+/// A used blob stored more than once loses all copies but one: make sure
+/// the one kept verifies (read, authenticated, hashed), or keep another
+/// that does, or, if none does, keep every pack holding one. Otherwise a
+/// prune could delete the only intact copy and keep a damaged one.
+fn verify_duplicates(repo: &Repository, plan: &mut PrunePlan, refs: &Refs) -> Result<()> {
+    let mut copies: HashMap<Id, Vec<(Id, IndexBlob)>> = HashMap::new();
+    for pack in plan.indexed.values() {
+        for blob in pack.blobs.iter().filter(|b| refs.used.contains(&b.id)) {
+            copies.entry(blob.id).or_default().push((pack.id, *blob));
+        }
+    }
+    copies.retain(|_, c| c.len() > 1);
+    if copies.is_empty() {
+        return Ok(());
+    }
+    // The chosen copies first, read pack by pack in runs.
+    let mut chosen: HashMap<Id, Vec<IndexBlob>> = HashMap::new();
+    for (id, list) in &copies {
+        if let Some((pack, blob)) = list.iter().find(|(p, _)| plan.keep_in.get(id) == Some(p)) {
+            chosen.entry(*pack).or_default().push(*blob);
+        }
+    }
+    let mut failed: Vec<(Id, Id, String)> = Vec::new();
+    for (pack, mut blobs) in chosen {
+        blobs.sort_by_key(|b| b.offset);
+        for (blob, result) in verify_in_pack(repo, &pack, &blobs)? {
+            if let Err(e) = result {
+                failed.push((blob, pack, e));
+            }
+        }
+    }
+    for (blob, bad_pack, error) in failed {
+        plan.damaged.push((blob, bad_pack, error));
+        let mut found = None;
+        for (pack, entry) in copies[&blob].iter().filter(|(p, _)| *p != bad_pack) {
+            match verify_in_pack(repo, pack, std::slice::from_ref(entry))?.pop() {
+                Some((_, Ok(()))) => {
+                    found = Some(*pack);
+                    break;
+                }
+                Some((_, Err(e))) => plan.damaged.push((blob, *pack, e)),
+                None => {}
+            }
+        }
+        match found {
+            Some(pack) => {
+                plan.keep_in.insert(blob, pack);
+            }
+            None => plan.pinned.extend(copies[&blob].iter().map(|(p, _)| *p)),
+        }
+    }
+    Ok(())
+}
+
+/// Read and verify `blobs` (sorted by offset) of one pack; damage is a
+/// result per blob, other storage errors stop prune.
+fn verify_in_pack(
+    repo: &Repository,
+    pack: &Id,
+    blobs: &[IndexBlob],
+) -> Result<Vec<(Id, std::result::Result<(), String>)>> {
+    let name = pack.to_hex();
+    let mut out = Vec::new();
+    let spans = blobs
+        .iter()
+        .map(|b| (u64::from(b.offset), u64::from(b.length)));
+    for (range, start, end) in crate::repository::merge_runs(spans, 1 << 20, 8 << 20) {
+        let run = match repo
+            .storage()
+            .read_range(ObjectKind::Pack, &name, start, end - start)
+        {
+            Ok(run) => run,
+            Err(e) if e.kind() == crate::ErrorKind::Io => return Err(e),
+            Err(e) => {
+                out.extend(blobs[range].iter().map(|b| (b.id, Err(e.to_string()))));
+                continue;
+            }
+        };
+        for b in &blobs[range] {
+            let from = (u64::from(b.offset) - start) as usize;
+            let sealed = &run[from..from + b.length as usize];
+            let verified = repo
+                .open_blob(&b.id, b.kind, sealed, b.raw_length)
+                .map(|_| ())
+                .map_err(|e| format!("pack {name}: {e}"));
+            out.push((b.id, verified));
+        }
+    }
+    Ok(out)
 }
 
 /// Every used blob must be stored somewhere: prune never works on a
@@ -432,7 +543,9 @@ fn choose(plan: &mut PrunePlan, uses: Vec<PackUse>, opts: &PruneOptions) {
     let used: u64 = uses.iter().map(|u| u.used_bytes).sum();
     let mut candidates = Vec::new();
     for u in uses {
-        if u.used_blobs == 0 {
+        if plan.pinned.contains(&u.id) {
+            plan.keep.push(u);
+        } else if u.used_blobs == 0 {
             plan.delete.push(u);
         } else if u.unused_blobs == 0 {
             plan.keep.push(u);

@@ -19,6 +19,10 @@ pub struct BlobLocation {
 #[derive(Default, Debug)]
 pub struct Index {
     blobs: HashMap<Id, BlobLocation>,
+    /// Further copies of blobs stored more than once (backups running at
+    /// the same time may each store a blob): rare, so kept apart. Readers
+    /// fall back to them when the first copy fails to verify.
+    copies: HashMap<Id, Vec<BlobLocation>>,
     /// Pack id → number of blobs index files list in it, duplicates included:
     /// a pack whose blobs all have other copies is still listed (and prune
     /// must not delete a pack an index file lists).
@@ -46,8 +50,17 @@ impl Index {
             raw_length: blob.raw_length,
         };
         *self.packs.entry(pack).or_default() += 1;
-        // The first location stays: later duplicates add nothing to reads.
-        self.blobs.entry(blob.id).or_insert(loc);
+        match self.blobs.entry(blob.id) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(loc);
+            }
+            std::collections::hash_map::Entry::Occupied(first) => {
+                let copies = self.copies.entry(blob.id).or_default();
+                if *first.get() != loc && !copies.contains(&loc) {
+                    copies.push(loc);
+                }
+            }
+        }
     }
 
     /// Add a blob of a condemned pack, found by reads only.
@@ -66,6 +79,17 @@ impl Index {
     /// prune may need the latter until the next prune indexes it again.
     pub fn get(&self, id: &Id) -> Option<&BlobLocation> {
         self.blobs.get(id).or_else(|| self.fallback.get(id))
+    }
+
+    /// Every known copy of a blob: the index files' locations first, then
+    /// one in a condemned pack. Readers try them in turn until one verifies.
+    pub fn locations(&self, id: &Id) -> Vec<BlobLocation> {
+        let mut out: Vec<BlobLocation> = self.blobs.get(id).into_iter().copied().collect();
+        out.extend(self.copies.get(id).into_iter().flatten().copied());
+        if let Some(f) = self.fallback.get(id).filter(|f| !out.contains(f)) {
+            out.push(*f);
+        }
+        out
     }
 
     /// Whether an index file lists the blob: only such blobs may be
@@ -92,6 +116,21 @@ impl Index {
 
     pub fn packs(&self) -> impl Iterator<Item = &Id> {
         self.packs.keys()
+    }
+
+    /// The blobs the index lists in `pack` (a scan: for the rare damaged
+    /// pack, not for hot paths).
+    pub fn iter_pack(&self, pack: &Id) -> Vec<Id> {
+        let firsts = self.blobs.iter();
+        let others = self
+            .copies
+            .iter()
+            .flat_map(|(id, ls)| ls.iter().map(move |l| (id, l)));
+        firsts
+            .chain(others)
+            .filter(|(_, l)| l.pack == *pack)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&Id, &BlobLocation)> {
@@ -132,5 +171,11 @@ mod tests {
         assert_eq!(packs, [1, 2]);
         assert_eq!(index.get(&Id([9; 32])).unwrap().pack, Id([1; 32]));
         assert_eq!(index.len(), 1);
+        let packs: Vec<u8> = index
+            .locations(&Id([9; 32]))
+            .iter()
+            .map(|l| l.pack.0[0])
+            .collect();
+        assert_eq!(packs, [1, 2]);
     }
 }

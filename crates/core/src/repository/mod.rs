@@ -58,12 +58,7 @@ impl Repository {
                 config.compression
             )));
         }
-        if !storage.list(ObjectKind::Config)?.is_empty() {
-            return Err(Error::new(
-                ErrorKind::RepositoryExists,
-                format!("a repository already exists at {}", storage.location()),
-            ));
-        }
+        refuse_existing(storage.as_ref())?;
         storage.create()?;
         let key = MasterKey::random();
         let keyfile = KeyFile::wrap(&key, password, kdf, &crate::hostname(), &crate::username())?;
@@ -136,6 +131,10 @@ impl Repository {
     /// (tests use short times; the defaults suit real use).
     pub fn set_lock_timing(&mut self, timing: LockTiming) {
         self.lock_timing = timing;
+    }
+
+    pub fn lock_timing(&self) -> LockTiming {
+        self.lock_timing
     }
 
     /// Remove stale locks, or all locks.
@@ -303,24 +302,61 @@ impl Repository {
         Ok((good, bad))
     }
 
-    /// Read, decrypt, decompress and verify one blob.
+    /// Read, decrypt, decompress and verify one blob. A copy that fails to
+    /// verify is passed over for the next one the index knows, as is one in
+    /// a pack that vanished (a prune deleted it after storing the blob
+    /// elsewhere, docs/design.md "Prune": the index is then loaded again).
     pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
-        match self.read_blob_once(id) {
-            // A prune deleted the pack this index named after storing the
-            // blob elsewhere (docs/design.md, "Prune"): look again.
+        self.read_blob_avoiding(id, None)
+    }
+
+    /// [`Repository::read_blob`] from any copy but the one in `avoid`, a
+    /// pack whose copy the caller already found damaged.
+    pub fn read_blob_avoiding(&self, id: &Id, avoid: Option<&Id>) -> Result<Vec<u8>> {
+        match self.read_any_copy(id, avoid) {
             Err(e) if e.kind() == ErrorKind::Missing && self.index().get(id).is_some() => {
                 self.load_index()?;
-                self.read_blob_once(id)
+                self.read_any_copy(id, avoid)
             }
             other => other,
         }
     }
 
-    fn read_blob_once(&self, id: &Id) -> Result<Vec<u8>> {
-        let loc = *self
-            .index()
-            .get(id)
-            .ok_or_else(|| Error::missing(format!("blob {id} is not in the index")))?;
+    fn read_any_copy(&self, id: &Id, avoid: Option<&Id>) -> Result<Vec<u8>> {
+        let copies = self.index().locations(id);
+        let mut failed: Option<Error> = None;
+        let mut others = 0;
+        for loc in copies.iter().filter(|l| Some(&l.pack) != avoid) {
+            match self.read_copy(id, loc) {
+                Ok(plain) => {
+                    if let Some(e) = &failed {
+                        tracing::warn!("{e}; read an intact copy from pack {}", loc.pack);
+                    }
+                    return Ok(plain);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::Missing) => {
+                    match &failed {
+                        // Damage says more than a vanished pack.
+                        Some(f) if f.kind() == ErrorKind::Corrupted => others += 1,
+                        Some(_) => {
+                            others += 1;
+                            failed = Some(e);
+                        }
+                        None => failed = Some(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(match failed {
+            Some(e) if others > 0 => e.context(format!("all {} copies failed", others + 1)),
+            Some(e) => e,
+            None => Error::missing(format!("blob {id} is not in the index")),
+        })
+    }
+
+    /// Read one copy of a blob.
+    fn read_copy(&self, id: &Id, loc: &BlobLocation) -> Result<Vec<u8>> {
         let (pack, offset, length) = (
             loc.pack.to_hex(),
             u64::from(loc.offset),
@@ -536,6 +572,45 @@ impl Repository {
         self.storage.write(ObjectKind::Key, &id.to_hex(), &json)?;
         Ok(id)
     }
+}
+
+/// `init` must never write a new key beside old data: a repository whose
+/// config is lost would get a second master key, and every old snapshot
+/// and index would then fail to open. Any repository object refuses it.
+fn refuse_existing(storage: &dyn Storage) -> Result<()> {
+    if !storage.list(ObjectKind::Config)?.is_empty() {
+        return Err(Error::new(
+            ErrorKind::RepositoryExists,
+            format!("a repository already exists at {}", storage.location()),
+        ));
+    }
+    let mut found = Vec::new();
+    for kind in [
+        ObjectKind::Key,
+        ObjectKind::Pack,
+        ObjectKind::Index,
+        ObjectKind::Snapshot,
+        ObjectKind::Condemned,
+    ] {
+        let n = storage.list(kind)?.len();
+        if n > 0 {
+            found.push(format!("{n} in {}/", kind.dir()));
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::RepositoryExists,
+        format!(
+            "{} holds the objects of a repository ({}) but no config file: its config was lost or damaged. \
+             Refusing to create a new repository there, which would make the old backups unreadable. \
+             Put back `config` from a copy of this repository (any copy made with the same keys), \
+             or choose an empty location for a new repository",
+            storage.location(),
+            found.join(", ")
+        ),
+    ))
 }
 
 /// Objects are named by the hash of their bytes: a mismatch means damage

@@ -31,14 +31,33 @@ struct Need {
     targets: Vec<(usize, u64)>,
 }
 
+/// What filling the files did: bytes written, and the files that could
+/// not be completed (by job index) with the reason.
+#[derive(Default)]
+pub(super) struct Filled {
+    pub written: u64,
+    pub failed: HashMap<usize, String>,
+}
+
+/// Fill every file that needs data. Damage (a blob whose every copy fails
+/// to verify, or is gone) and write errors fail only the files concerned;
+/// a storage error that is not damage stops the restore.
 pub(super) fn fill_files(
     repo: &Arc<Repository>,
     jobs: &[FileJob],
     nodes: &[&Node],
     threads: usize,
     progress: &dyn RestoreProgress,
-) -> Result<u64> {
-    let packs = plan(repo, jobs, nodes)?;
+) -> Result<Filled> {
+    let (packs, unstored) = plan(repo, jobs, nodes);
+    let fill = Fill {
+        repo,
+        jobs,
+        nodes,
+        progress,
+        failed: Mutex::new(unstored),
+        written: AtomicU64::new(0),
+    };
     let threads = if threads == 0 {
         // One more reader than cores: while one waits for a read or write,
         // the others decrypt (docs/benchmarks.md).
@@ -47,8 +66,7 @@ pub(super) fn fill_files(
         threads
     };
     let next = AtomicUsize::new(0);
-    let written = AtomicU64::new(0);
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    let fatal: Mutex<Option<Error>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..threads.min(packs.len().max(1)) {
             scope.spawn(|| loop {
@@ -56,59 +74,61 @@ pub(super) fn fill_files(
                 let Some((pack, needs)) = packs.get(i) else {
                     break;
                 };
-                if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                if fatal.lock().map(|f| f.is_some()).unwrap_or(true) {
                     break;
                 }
-                let result = match restore_pack(repo, pack, needs, jobs, nodes, progress) {
-                    Err(e) if e.kind() == ErrorKind::Missing => {
-                        restore_moved(repo, needs, jobs, nodes, progress)
-                    }
-                    other => other,
-                };
-                match result {
-                    Ok(n) => {
-                        written.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        if let Ok(mut f) = failure.lock() {
-                            f.get_or_insert(e);
-                        }
+                if let Err(e) = fill.pack(pack, needs) {
+                    if let Ok(mut f) = fatal.lock() {
+                        f.get_or_insert(e);
                     }
                 }
             });
         }
     });
-    match failure.into_inner().unwrap_or(None) {
-        Some(e) => Err(e),
-        None => Ok(written.into_inner()),
+    if let Some(e) = fatal.into_inner().unwrap_or(None) {
+        return Err(e);
     }
+    Ok(Filled {
+        written: fill.written.into_inner(),
+        failed: fill.failed.into_inner().unwrap_or_default(),
+    })
 }
 
-fn plan(repo: &Repository, jobs: &[FileJob], nodes: &[&Node]) -> Result<Vec<(Id, Vec<Need>)>> {
+/// The blobs each pack holds for the files, and the files that need a
+/// blob no index lists (by job index, with the reason).
+type Plan = (Vec<(Id, Vec<Need>)>, HashMap<usize, String>);
+
+fn plan(repo: &Repository, jobs: &[FileJob], nodes: &[&Node]) -> Plan {
     let index = repo.index();
     let mut by_pack: HashMap<Id, HashMap<Id, Need>> = HashMap::new();
-    for (j, job) in jobs.iter().enumerate() {
-        let mut offset = 0u64;
+    let mut unstored = HashMap::new();
+    for (j, job) in jobs.iter().enumerate().filter(|(_, job)| job.write) {
         let node = nodes[job.entry];
-        for id in node.content.iter().flatten().filter(|_| job.write) {
-            let loc = *index.get(id).ok_or_else(|| {
-                Error::missing(format!(
-                    "blob {id} of {} is missing from the repository (run `strata check`)",
-                    job.path.display()
-                ))
-            })?;
+        let mut needs = Vec::new();
+        let mut offset = 0u64;
+        for id in node.content.iter().flatten() {
+            let Some(loc) = index.get(id) else {
+                unstored.insert(j, format!("blob {id} is missing from the repository"));
+                break;
+            };
+            needs.push((*id, *loc, offset));
+            offset += u64::from(loc.raw_length);
+        }
+        if unstored.contains_key(&j) {
+            continue;
+        }
+        for (id, loc, offset) in needs {
             by_pack
                 .entry(loc.pack)
                 .or_default()
-                .entry(*id)
+                .entry(id)
                 .or_insert_with(|| Need {
-                    id: *id,
+                    id,
                     loc,
                     targets: Vec::new(),
                 })
                 .targets
                 .push((j, offset));
-            offset += u64::from(loc.raw_length);
         }
     }
     let mut packs: Vec<(Id, Vec<Need>)> = by_pack
@@ -120,86 +140,128 @@ fn plan(repo: &Repository, jobs: &[FileJob], nodes: &[&Node]) -> Result<Vec<(Id,
         })
         .collect();
     packs.sort_by_key(|(id, _)| *id);
-    Ok(packs)
+    (packs, unstored)
 }
 
-fn restore_pack(
-    repo: &Repository,
-    pack: &Id,
-    needs: &[Need],
-    jobs: &[FileJob],
-    nodes: &[&Node],
-    progress: &dyn RestoreProgress,
-) -> Result<u64> {
-    let name = pack.to_hex();
-    let mut written = 0u64;
-    // One plaintext buffer per pack, reused for every blob in it.
-    let mut plain = Vec::new();
-    let spans = needs
-        .iter()
-        .map(|n| (u64::from(n.loc.offset), u64::from(n.loc.length)));
-    for (range, start, end) in crate::repository::merge_runs(spans, MAX_GAP, MAX_RUN) {
-        let mut run = repo
-            .storage()
-            .read_range(ObjectKind::Pack, &name, start, end - start)?;
-        for need in &needs[range] {
-            let from = (u64::from(need.loc.offset) - start) as usize;
-            let sealed = &mut run[from..from + need.loc.length as usize];
-            repo.open_blob_into(
-                &need.id,
-                need.loc.kind,
-                sealed,
-                need.loc.raw_length,
-                &mut plain,
-            )
-            .map_err(|e| e.context(format!("pack {name}")))?;
-            written += write_targets(need, &plain, jobs, nodes, progress)?;
+struct Fill<'a> {
+    repo: &'a Repository,
+    jobs: &'a [FileJob],
+    nodes: &'a [&'a Node],
+    progress: &'a dyn RestoreProgress,
+    failed: Mutex<HashMap<usize, String>>,
+    written: AtomicU64,
+}
+
+impl Fill<'_> {
+    /// Read the blobs `needs` of one pack, in runs of nearby blobs, and
+    /// write each where the files need it.
+    fn pack(&self, pack: &Id, needs: &[Need]) -> Result<()> {
+        let name = pack.to_hex();
+        // One plaintext buffer per pack, reused for every blob in it.
+        let mut plain = Vec::new();
+        let spans = needs
+            .iter()
+            .map(|n| (u64::from(n.loc.offset), u64::from(n.loc.length)));
+        for (range, start, end) in crate::repository::merge_runs(spans, MAX_GAP, MAX_RUN) {
+            let mut run =
+                match self
+                    .repo
+                    .storage()
+                    .read_range(ObjectKind::Pack, &name, start, end - start)
+                {
+                    Ok(run) => run,
+                    Err(e) if is_damage(&e) => {
+                        let e = e.context(format!("pack {name}"));
+                        for need in &needs[range] {
+                            self.elsewhere(need, pack, &e)?;
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+            for need in &needs[range] {
+                let from = (u64::from(need.loc.offset) - start) as usize;
+                let sealed = &mut run[from..from + need.loc.length as usize];
+                match self.repo.open_blob_into(
+                    &need.id,
+                    need.loc.kind,
+                    sealed,
+                    need.loc.raw_length,
+                    &mut plain,
+                ) {
+                    Ok(()) => self.write_targets(need, &plain),
+                    Err(e) => self.elsewhere(need, pack, &e.context(format!("pack {name}")))?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The copy of `need` in `pack` is damaged or gone: read another copy
+    /// (the index is loaded again if the pack vanished, as a prune moves
+    /// blobs; docs/design.md, "Prune"), or fail the files that need it.
+    fn elsewhere(&self, need: &Need, pack: &Id, first: &Error) -> Result<()> {
+        let avoid = (first.kind() == ErrorKind::Corrupted).then_some(pack);
+        match self.repo.read_blob_avoiding(&need.id, avoid) {
+            Ok(plain) => {
+                if first.kind() == ErrorKind::Corrupted {
+                    tracing::warn!("{first}; read an intact copy from another pack");
+                }
+                self.write_targets(need, &plain);
+                Ok(())
+            }
+            Err(e) if is_damage(&e) => {
+                let reason = if first.kind() == ErrorKind::Corrupted {
+                    first.to_string()
+                } else {
+                    e.to_string()
+                };
+                for &(job, _) in &need.targets {
+                    self.fail(job, &reason);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
-    Ok(written)
+
+    fn fail(&self, job: usize, reason: &str) {
+        if let Ok(mut failed) = self.failed.lock() {
+            failed.entry(job).or_insert_with(|| reason.to_string());
+        }
+    }
+
+    fn has_failed(&self, job: usize) -> bool {
+        self.failed.lock().map_or(true, |f| f.contains_key(&job))
+    }
+
+    /// Write one blob's plaintext everywhere the files need it; a file
+    /// that cannot be written fails alone.
+    fn write_targets(&self, need: &Need, plain: &[u8]) {
+        for &(job, offset) in &need.targets {
+            if self.has_failed(job) {
+                continue;
+            }
+            let path = self.jobs[job].data_path();
+            let extents = self.nodes[self.jobs[job].entry].extents.as_deref();
+            let written = super::fsops::open_for_write(path)
+                .and_then(|file| write_stream(&file, extents, offset, plain));
+            match written {
+                Ok(()) => {
+                    self.written
+                        .fetch_add(plain.len() as u64, Ordering::Relaxed);
+                    self.progress.bytes_written(plain.len() as u64);
+                }
+                Err(e) => self.fail(job, &format!("cannot write: {e}")),
+            }
+        }
+    }
 }
 
-/// Write one blob's plaintext everywhere the files need it.
-fn write_targets(
-    need: &Need,
-    plain: &[u8],
-    jobs: &[FileJob],
-    nodes: &[&Node],
-    progress: &dyn RestoreProgress,
-) -> Result<u64> {
-    let mut written = 0;
-    for &(job, offset) in &need.targets {
-        let path = &jobs[job].path;
-        let file =
-            super::fsops::open_for_write(path).map_err(|e| Error::io(path, "cannot open", e))?;
-        write_stream(
-            &file,
-            nodes[jobs[job].entry].extents.as_deref(),
-            offset,
-            plain,
-        )
-        .map_err(|e| Error::io(path, "cannot write", e))?;
-        written += plain.len() as u64;
-        progress.bytes_written(plain.len() as u64);
-    }
-    Ok(written)
-}
-
-/// The pack is gone: a prune deleted it after storing its blobs elsewhere
-/// (docs/design.md, "Prune"). Read each blob where the index says now.
-fn restore_moved(
-    repo: &Repository,
-    needs: &[Need],
-    jobs: &[FileJob],
-    nodes: &[&Node],
-    progress: &dyn RestoreProgress,
-) -> Result<u64> {
-    let mut written = 0;
-    for need in needs {
-        let plain = repo.read_blob(&need.id)?;
-        written += write_targets(need, &plain, jobs, nodes, progress)?;
-    }
-    Ok(written)
+/// Errors that mean an object is damaged or gone, as opposed to storage
+/// that cannot be reached.
+fn is_damage(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::Missing)
 }
 
 /// Write `data`, found at `offset` of the file's data stream, to the file:
@@ -248,9 +310,11 @@ pub(super) fn same_content(repo: &Repository, path: &Path, node: &Node) -> bool 
     content_ids(repo, path, None).as_ref() == node.content.as_ref()
 }
 
+/// Check each file against the snapshot: those written, those kept as
+/// identical and those left alone (`--overwrite never`) alike.
 pub(super) fn verify(
     repo: &Repository,
-    jobs: &[FileJob],
+    jobs: &[&FileJob],
     nodes: &[&Node],
     summary: &mut RestoreSummary,
     progress: &dyn RestoreProgress,

@@ -6,7 +6,7 @@ use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::format::tree::{Node, NodeKind, Time};
 
@@ -34,17 +34,60 @@ pub fn remove_any(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Create (or truncate) a regular file for writing, refusing to follow a
-/// symlink at `path`.
-pub fn create_file(path: &Path, size: u64) -> io::Result<()> {
+/// Prefix of the temporary files restore writes before renaming them.
+pub const TEMPORARY_PREFIX: &str = ".strata-restore-";
+
+/// A new name, in the directory of `path`, for a file on its way there.
+fn temporary_name(path: &Path) -> PathBuf {
+    let suffix = hex::encode(crate::crypto::random_bytes::<8>());
+    path.with_file_name(format!("{TEMPORARY_PREFIX}{suffix}"))
+}
+
+/// Create a new regular file of `size` bytes (holes) for the data of
+/// `path`, under a temporary name in the same directory; returns the name.
+pub fn create_temporary(path: &Path, size: u64) -> io::Result<PathBuf> {
+    let tmp = temporary_name(path);
     let file = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    file.set_len(size)
+        .open(&tmp)?;
+    if let Err(e) = file.set_len(size) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(tmp)
+}
+
+/// Rename the complete temporary file `tmp` to `path`; with `sync`, its
+/// data is made durable first (it replaces a file: a crash must leave the
+/// old or the new contents).
+pub fn put_in_place(tmp: &Path, path: &Path, sync: bool) -> io::Result<()> {
+    if sync {
+        fs::File::open(tmp)?.sync_all()?;
+    }
+    fs::rename(tmp, path)
+}
+
+/// Make `path` another name of the file `first`, replacing atomically
+/// what is at `path` (a directory in its way is removed).
+pub fn link_in_place(first: &Path, path: &Path) -> io::Result<()> {
+    if path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        remove_any(path)?;
+    }
+    let tmp = temporary_name(path);
+    fs::hard_link(first, &tmp)?;
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+/// Remove the temporary files of a restore that stopped.
+pub(crate) fn discard_temporaries(jobs: &[super::FileJob]) {
+    for tmp in jobs.iter().filter_map(|j| j.tmp.as_ref()) {
+        let _ = fs::remove_file(tmp);
+    }
 }
 
 /// Open an existing restored file for writing data into it.

@@ -67,6 +67,8 @@ impl RestoreProgress for NoRestoreProgress {}
 pub struct RestoreSummary {
     pub files: u64,
     pub files_unchanged: u64,
+    /// Existing files left alone (`--overwrite never`).
+    pub files_skipped: u64,
     pub dirs: u64,
     pub others: u64,
     pub bytes_written: u64,
@@ -76,6 +78,10 @@ pub struct RestoreSummary {
     pub failed: u64,
     pub verified: u64,
     pub verify_failures: u64,
+    /// Files whose data could not be restored (a damaged or missing blob,
+    /// a write error), with the reason. Nothing is left at their paths but
+    /// what was there before.
+    pub incomplete: Vec<(PathBuf, String)>,
 }
 
 /// One thing to create, in creation order (parents first).
@@ -109,14 +115,30 @@ pub fn run(
         progress,
         summary: RestoreSummary::default(),
         root_owner: nix::unistd::geteuid().is_root(),
+        skipped: Vec::new(),
+        deferred_links: Vec::new(),
     };
-    let (jobs, created) = state.create_entries(&entries)?;
+    let (jobs, mut created) = state.create_entries(&entries)?;
     let nodes: Vec<&Node> = entries.iter().map(|e| &e.node).collect();
-    state.summary.bytes_written += data::fill_files(repo, &jobs, &nodes, opts.threads, progress)?;
+    let filled = match data::fill_files(repo, &jobs, &nodes, opts.threads, progress) {
+        Ok(filled) => filled,
+        Err(e) => {
+            fsops::discard_temporaries(&jobs);
+            return Err(e);
+        }
+    };
+    state.summary.bytes_written += filled.written;
+    state.finalize(&jobs, &filled.failed, &mut created)?;
+    state.link_deferred(&entries, &mut created);
     // Verify before metadata: reading may touch atimes, and the metadata
     // step sets them last.
     if opts.verify {
-        data::verify(repo, &jobs, &nodes, &mut state.summary, progress);
+        let done: Vec<&FileJob> = jobs
+            .iter()
+            .chain(&state.skipped)
+            .filter(|j| !filled.failed.contains_key(&j.entry))
+            .collect();
+        data::verify(repo, &done, &nodes, &mut state.summary, progress);
     }
     state.finish_metadata(&entries, &created);
     Ok(state.summary)
@@ -318,11 +340,28 @@ impl PathFilter {
 /// A regular file restore created or kept.
 pub(crate) struct FileJob {
     pub path: PathBuf,
+    /// Where its data is written: a temporary name in the same directory,
+    /// renamed to `path` once complete, so an interrupted or failed restore
+    /// leaves at `path` either what was there before or the whole file.
+    pub tmp: Option<PathBuf>,
+    /// Whether a file exists at `path` (the rename replaces it: its data
+    /// is synced first, so a crash cannot leave an empty file instead).
+    pub replaces: bool,
     /// Index of its entry in the plan.
     pub entry: usize,
     /// Whether its data must be written (false: an identical file was kept).
     pub write: bool,
 }
+
+impl FileJob {
+    pub(crate) fn data_path(&self) -> &Path {
+        self.tmp.as_deref().unwrap_or(&self.path)
+    }
+}
+
+/// A hard link to a file whose data is still being written: made once the
+/// file is complete. `(entry, path, entry of the file linked to)`.
+type DeferredLink = (usize, PathBuf, usize);
 
 struct Restorer<'a> {
     repo: &'a Arc<Repository>,
@@ -330,6 +369,9 @@ struct Restorer<'a> {
     progress: &'a dyn RestoreProgress,
     summary: RestoreSummary,
     root_owner: bool,
+    /// Existing files left alone, for `--verify`.
+    skipped: Vec<FileJob>,
+    deferred_links: Vec<DeferredLink>,
 }
 
 impl Restorer<'_> {
@@ -346,7 +388,9 @@ impl Restorer<'_> {
     fn create_entries(&mut self, entries: &[Entry]) -> Result<(Vec<FileJob>, Vec<bool>)> {
         let mut jobs = Vec::new();
         let mut created = vec![false; entries.len()];
-        let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+        // Where each hard-linked inode was restored first: a path, and the
+        // entry of a file whose data is still to be written.
+        let mut links: HashMap<(u64, u64), (PathBuf, Option<usize>)> = HashMap::new();
         let mut skipped_dirs: Vec<PathBuf> = Vec::new();
         for (i, e) in entries.iter().enumerate() {
             if skipped_dirs.iter().any(|d| e.rel.starts_with(d)) {
@@ -370,24 +414,44 @@ impl Restorer<'_> {
                 _ if e.node.links > 1 && links.contains_key(&link_key) => {
                     // Another name of an inode restored already (files,
                     // symlinks, fifos and devices can all be hard-linked).
+                    let (first, pending) = links[&link_key].clone();
+                    if let Some(file_entry) = pending {
+                        if existing.is_some() && self.opts.overwrite == Overwrite::Never {
+                            continue;
+                        }
+                        self.deferred_links.push((i, path, file_entry));
+                        continue;
+                    }
                     let linked = self.replace(&path, existing.as_ref());
                     if linked {
-                        std::fs::hard_link(&links[&link_key], &path)
+                        std::fs::hard_link(&first, &path)
                             .map_err(|err| Error::io(&path, "cannot create hard link", err))?;
                         self.summary.others += 1;
                     }
                     linked
                 }
                 NodeKind::File => match self.prepare_file(&path, &e.node, existing.as_ref())? {
-                    Some(write) => {
+                    Some((write, tmp)) => {
                         jobs.push(FileJob {
                             path: path.clone(),
+                            replaces: tmp.is_some() && existing.is_some(),
+                            tmp,
                             entry: i,
                             write,
                         });
                         true
                     }
-                    None => false,
+                    None => {
+                        self.summary.files_skipped += 1;
+                        self.skipped.push(FileJob {
+                            path: path.clone(),
+                            tmp: None,
+                            replaces: false,
+                            entry: i,
+                            write: false,
+                        });
+                        false
+                    }
                 },
                 NodeKind::Symlink => {
                     let make = self.replace(&path, existing.as_ref());
@@ -416,7 +480,12 @@ impl Restorer<'_> {
                 NodeKind::Socket => false,
             };
             if created[i] && e.node.kind != NodeKind::Dir && e.node.links > 1 {
-                links.entry(link_key).or_insert(path);
+                // A file still being written is linked to once complete.
+                let pending = jobs
+                    .last()
+                    .filter(|j: &&FileJob| j.entry == i && j.tmp.is_some())
+                    .map(|_| i);
+                links.entry(link_key).or_insert((path, pending));
             }
         }
         Ok((jobs, created))
@@ -466,15 +535,16 @@ impl Restorer<'_> {
         }
     }
 
-    /// Decide what to do with a regular file: `Some(true)` to write its
-    /// data into a fresh file, `Some(false)` if an identical file is kept,
-    /// `None` if it is left alone.
+    /// Decide what to do with a regular file: `Some((true, tmp))` to write
+    /// its data into the new temporary file `tmp`, `Some((false, None))` if
+    /// an identical file is kept, `None` if it is left alone. An existing
+    /// regular file stays in place until its replacement is complete.
     fn prepare_file(
         &mut self,
         path: &Path,
         node: &Node,
         existing: Option<&std::fs::Metadata>,
-    ) -> Result<Option<bool>> {
+    ) -> Result<Option<(bool, Option<PathBuf>)>> {
         if let Some(m) = existing {
             let unchanged = m.is_file()
                 && self.opts.overwrite == Overwrite::IfChanged
@@ -482,16 +552,80 @@ impl Restorer<'_> {
                 && data::same_content(self.repo, path, node);
             if unchanged {
                 self.summary.files_unchanged += 1;
-                return Ok(Some(false));
+                return Ok(Some((false, None)));
             }
-            if !self.replace(path, existing) {
+            if self.opts.overwrite == Overwrite::Never
+                || (!m.is_file() && !self.replace(path, existing))
+            {
                 return Ok(None);
             }
         }
-        fsops::create_file(path, node.size)
-            .map_err(|e| Error::io(path, "cannot create file", e))?;
+        let tmp = fsops::create_temporary(path, node.size)
+            .map_err(|e| Error::io(path, "cannot create a temporary file for", e))?;
         self.summary.files += 1;
-        Ok(Some(true))
+        Ok(Some((true, Some(tmp))))
+    }
+
+    /// Put every complete file in place (synced first where it replaces
+    /// one, so a crash leaves the old or the new file, never a mix or an
+    /// empty one) and remove the temporary files of the incomplete ones.
+    fn finalize(
+        &mut self,
+        jobs: &[FileJob],
+        failed: &HashMap<usize, String>,
+        created: &mut [bool],
+    ) -> Result<()> {
+        let mut synced_dirs: HashSet<PathBuf> = HashSet::new();
+        for (j, job) in jobs.iter().enumerate() {
+            let Some(tmp) = &job.tmp else { continue };
+            let placed = match failed.get(&j) {
+                Some(reason) => Err(reason.clone()),
+                None => fsops::put_in_place(tmp, &job.path, job.replaces)
+                    .map_err(|e| format!("cannot put in place: {e}")),
+            };
+            if let Err(reason) = placed {
+                let _ = std::fs::remove_file(tmp);
+                created[job.entry] = false;
+                self.summary.files -= 1;
+                self.summary.failed += 1;
+                self.warn(&job.path, &format!("not restored: {reason}"));
+                self.summary.incomplete.push((job.path.clone(), reason));
+            } else if job.replaces {
+                if let Some(dir) = job.path.parent() {
+                    synced_dirs.insert(dir.to_path_buf());
+                }
+            }
+        }
+        for dir in synced_dirs {
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io(&dir, "cannot sync directory", e))?;
+        }
+        Ok(())
+    }
+
+    /// Make the hard links to files that are now complete.
+    fn link_deferred(&mut self, entries: &[Entry], created: &mut [bool]) {
+        for (i, path, file_entry) in std::mem::take(&mut self.deferred_links) {
+            if !created[file_entry] {
+                self.summary.failed += 1;
+                let reason = "the file it is a hard link to was not restored".to_string();
+                self.warn(&path, &format!("not restored: {reason}"));
+                self.summary.incomplete.push((path, reason));
+                continue;
+            }
+            let first = self.opts.target.join(&entries[file_entry].rel);
+            match fsops::link_in_place(&first, &path) {
+                Ok(()) => {
+                    self.summary.others += 1;
+                    created[i] = true;
+                }
+                Err(e) => {
+                    self.summary.failed += 1;
+                    self.warn(&path, &format!("cannot create hard link: {e}"));
+                }
+            }
+        }
     }
 
     fn delete_extra(&mut self, dir: &Path, keep: &HashSet<Vec<u8>>) {

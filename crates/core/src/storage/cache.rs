@@ -284,6 +284,14 @@ impl<S: Storage> Storage for CachedStorage<S> {
         self.inner.create_writer(kind)
     }
 
+    fn stale_temporaries(
+        &self,
+        older_than: std::time::Duration,
+        remove: bool,
+    ) -> Result<Vec<ObjectInfo>> {
+        self.inner.stale_temporaries(older_than, remove)
+    }
+
     fn create_metadata_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
         let inner = self.inner.create_metadata_writer(kind)?;
         let copy = temp_file(&self.path(kind, "x")).ok();

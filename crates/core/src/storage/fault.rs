@@ -123,6 +123,14 @@ impl<S: Storage> Storage for FaultyStorage<S> {
     fn create_metadata_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
         self.writer(kind, self.inner.create_metadata_writer(kind))
     }
+
+    fn stale_temporaries(
+        &self,
+        older_than: std::time::Duration,
+        remove: bool,
+    ) -> Result<Vec<ObjectInfo>> {
+        self.inner.stale_temporaries(older_than, remove)
+    }
 }
 
 impl<S: Storage> FaultyStorage<S> {
@@ -206,6 +214,13 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     }
     fn create_metadata_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
         (**self).create_metadata_writer(kind)
+    }
+    fn stale_temporaries(
+        &self,
+        older_than: std::time::Duration,
+        remove: bool,
+    ) -> Result<Vec<ObjectInfo>> {
+        (**self).stale_temporaries(older_than, remove)
     }
 }
 

@@ -142,6 +142,21 @@ pub trait Storage: Send + Sync {
     fn create_metadata_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
         self.create_writer(kind)
     }
+
+    /// Temporary files of writes that never finished (a killed process)
+    /// and were last changed more than `older_than` ago, named by their
+    /// path in the repository; with `remove`, they are deleted. Callers
+    /// choose an age no live writer can reach (the lock staleness limit).
+    /// Storage whose writes leave nothing behind (S3 uploads are atomic)
+    /// returns an empty list: the default. Wrappers must forward it.
+    fn stale_temporaries(
+        &self,
+        older_than: std::time::Duration,
+        remove: bool,
+    ) -> Result<Vec<ObjectInfo>> {
+        let _ = (older_than, remove);
+        Ok(Vec::new())
+    }
 }
 
 /// An object being written piece by piece; see [`Storage::create_writer`].
