@@ -4,8 +4,10 @@
 //! is in `commands/<name>.rs`. Errors become exit codes in one place,
 //! [`exit_code`], documented in the README.
 
-mod commands;
+#[macro_use]
 mod output;
+mod commands;
+mod interrupt;
 mod repo;
 
 use std::process::ExitCode;
@@ -23,6 +25,8 @@ pub mod exit {
     pub const NO_REPOSITORY: u8 = 10;
     pub const LOCKED: u8 = 11;
     pub const WRONG_PASSWORD: u8 = 12;
+    /// Stopped by Ctrl-C (SIGINT) or SIGTERM, as shells report it.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 #[derive(Parser, Debug)]
@@ -78,6 +82,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     output::init_logging(cli.global.verbose, cli.global.quiet);
+    output::set_read_only(cli.command.read_only());
+    interrupt::install(cli.command.stops_cleanly());
     let result = match &cli.command {
         Command::Init(a) => commands::init::run(&cli.global, a),
         Command::Backup(a) => commands::backup::run(&cli.global, a),
@@ -98,13 +104,72 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        Err(err) if is_broken_pipe(&err) && cli.command.read_only() => output::die_of_sigpipe(),
+        Err(err) if kind_of(&err) == Some(ErrorKind::Interrupted) => {
+            errln!("strata: interrupted: {}", cli.command.after_interrupt());
+            ExitCode::from(exit::INTERRUPTED)
+        }
         Err(err) => {
             if !is_broken_pipe(&err) {
-                eprintln!("strata: error: {err:#}");
+                errln!("strata: error: {}", message(&err));
             }
             ExitCode::from(exit_code(&err))
         }
     }
+}
+
+impl Command {
+    /// Commands that stop at a consistent point when interrupted (see
+    /// `strata_core::interrupt`); the others simply end.
+    fn stops_cleanly(&self) -> bool {
+        matches!(self, Command::Backup(_) | Command::Restore(_))
+    }
+
+    /// What an interrupted command leaves behind.
+    fn after_interrupt(&self) -> &'static str {
+        match self {
+            Command::Backup(_) => {
+                "no snapshot was saved (the data already stored is reused by the next backup)"
+            }
+            Command::Restore(_) => {
+                "files completed so far are in place; the others were left as they were"
+            }
+            _ => "stopped",
+        }
+    }
+
+    /// Commands that change nothing: when their reader goes away they
+    /// stop at once (see `output`).
+    fn read_only(&self) -> bool {
+        matches!(
+            self,
+            Command::Snapshots(_)
+                | Command::Ls(_)
+                | Command::Find(_)
+                | Command::Dump(_)
+                | Command::Cat(_)
+                | Command::Check(_)
+                | Command::Diff(_)
+                | Command::Stats(_)
+        )
+    }
+}
+
+/// The error and its causes, each said once: a cause whose text the
+/// message already holds (an I/O error the engine named with its path)
+/// is not repeated.
+fn message(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -114,17 +179,20 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+fn kind_of(err: &anyhow::Error) -> Option<ErrorKind> {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<strata_core::Error>())
+        .map(|e| e.kind())
+}
+
 /// Map an error to the documented exit code.
 fn exit_code(err: &anyhow::Error) -> u8 {
-    let kind = err
-        .chain()
-        .find_map(|e| e.downcast_ref::<strata_core::Error>())
-        .map(|e| e.kind());
-    match kind {
+    match kind_of(err) {
         Some(ErrorKind::RepositoryNotFound) => exit::NO_REPOSITORY,
         Some(ErrorKind::Locked) => exit::LOCKED,
         Some(ErrorKind::WrongPassword) => exit::WRONG_PASSWORD,
         Some(ErrorKind::InvalidInput) => exit::USAGE,
+        Some(ErrorKind::Interrupted) => exit::INTERRUPTED,
         _ => exit::FATAL,
     }
 }

@@ -1,6 +1,84 @@
-//! Printing: sizes, times, tables, JSON, logging setup.
+//! Printing: sizes, times, tables, JSON, logging setup, and the one place
+//! where standard output and standard error are written.
+//!
+//! A closed output (`strata ls | head`, `strata backup … | true`) must never
+//! panic nor change what a command does: a backup still saves its snapshot.
+//! So every line goes through [`write_out`] / [`write_err`] (the `outln!`
+//! and `errln!` macros): once a stream is closed, output to it stops. A
+//! command that only reads then ends at once, killed by SIGPIPE as `cat`
+//! or `ls` would be (the shell sees status 141); one that changes the
+//! repository or the disk finishes its work and exits with its own code.
 
-use std::io::IsTerminal;
+use std::fmt;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
+/// Whether the running command only reads (set once by `main`).
+static READ_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// `println!` that survives a closed standard output.
+macro_rules! outln {
+    () => { $crate::output::write_out(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `eprintln!` that survives a closed standard error.
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::output::write_err(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// Declare whether the command about to run only reads.
+pub fn set_read_only(read_only: bool) {
+    READ_ONLY.store(read_only, Ordering::Relaxed);
+}
+
+/// Write to standard output; see the module documentation.
+pub fn write_out(args: fmt::Arguments) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        stdout_failed(&e);
+    }
+}
+
+/// Standard output could not be written: stop writing to it. A reader
+/// that went away is no error; anything else (a full disk) is said once.
+pub fn stdout_failed(e: &std::io::Error) {
+    if STDOUT_CLOSED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    if e.kind() != std::io::ErrorKind::BrokenPipe {
+        errln!("strata: warning: cannot write to standard output ({e}); output stops here");
+    } else if READ_ONLY.load(Ordering::Relaxed) {
+        die_of_sigpipe();
+    }
+}
+
+/// End the process as a shell tool whose reader went away ends.
+pub fn die_of_sigpipe() -> ! {
+    // SAFETY: restoring the default action of SIGPIPE and raising it only
+    // affects this process, which is meant to end here.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    std::process::exit(141)
+}
+
+/// Write to standard error, silently giving up once it is closed.
+pub fn write_err(args: fmt::Arguments) {
+    if STDERR_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut err = std::io::stderr().lock();
+    if err.write_fmt(args).is_err() {
+        STDERR_CLOSED.store(true, Ordering::Relaxed);
+    }
+}
 
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
@@ -26,6 +104,7 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .without_time()
         .with_target(false)
         .finish()
@@ -39,15 +118,6 @@ pub fn interactive() -> bool {
 }
 
 /// Bytes in binary units: `1.5 GiB`.
-/// `singular` for one, `plural` otherwise ("1 snapshot", "2 snapshots").
-pub fn plural<'a>(n: usize, singular: &'a str, plural: &'a str) -> &'a str {
-    if n == 1 {
-        singular
-    } else {
-        plural
-    }
-}
-
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
@@ -84,10 +154,10 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        outln!("{}", parts.join("  ").trim_end());
     };
     line(header.to_vec());
-    println!(
+    outln!(
         "{}",
         "-".repeat(widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1))
     );
@@ -140,28 +210,42 @@ pub fn mode_string(kind: strata_core::format::tree::NodeKind, mode: u32) -> Stri
     s
 }
 
-/// A path as text: UTF-8 where valid, `\xNN` escapes for other bytes, so
-/// names that are not UTF-8 are shown exactly rather than replaced.
+/// A path as text for people, quoted so that it is unambiguous and safe
+/// on a terminal (see [`strata_core::format::quote_bytes`]).
 pub fn path(p: &std::path::Path) -> String {
+    strata_core::format::quote_bytes(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))
+}
+
+/// A path for JSON: the text (`\xNN` for bytes that are not UTF-8).
+pub fn json_path(p: &std::path::Path) -> String {
     strata_core::format::display_bytes(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))
+}
+
+/// Beside a JSON text field, its lossless form `FIELD_bytes` (base64)
+/// when the bytes are not UTF-8 and the text alone is ambiguous.
+pub fn add_bytes(value: &mut serde_json::Value, field: &str, bytes: &[u8]) {
+    if std::str::from_utf8(bytes).is_err() {
+        value[format!("{field}_bytes")] =
+            serde_json::Value::String(strata_core::format::base64_bytes(bytes));
+    }
 }
 
 /// Report an error or warning about a path on stderr: a JSON object with
 /// `--json`, else `kind: path: message`.
 pub fn report(json: bool, kind: &str, path: &std::path::Path, message: &str) {
     if json {
-        eprintln!(
-            "{}",
-            serde_json::json!({"message_type": kind, "path": self::path(path), kind: message})
-        );
+        let mut value =
+            serde_json::json!({"message_type": kind, "path": json_path(path), kind: message});
+        add_bytes(&mut value, "path", path.as_os_str().as_encoded_bytes());
+        errln!("{value}");
     } else {
-        eprintln!("{kind}: {}: {message}", self::path(path));
+        errln!("{kind}: {}: {message}", self::path(path));
     }
 }
 
 /// Print one JSON value on its own line.
 pub fn json_line(value: &serde_json::Value) {
-    println!("{value}");
+    outln!("{value}");
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! a terminal prompt, or the embedded default repository.
 
 use std::io::{IsTerminal, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -93,41 +93,122 @@ fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or("").to_string()
 }
 
+/// The most a password file or command may hold: a password is a line.
+const PASSWORD_LIMIT: u64 = 4096;
+/// How long a password command may take (it may ask for a passphrase).
+const PASSWORD_COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The password from the configured sources, in order: password file,
 /// password command, `STRATA_PASSWORD`, the default repository's generated
-/// password file, a prompt on a terminal.
+/// password file, a prompt on a terminal. An empty password is refused,
+/// naming where it came from.
 pub fn password(global: &GlobalArgs, loc: &Location, prompt: &str) -> Result<String> {
+    let (pw, source) = password_and_source(global, loc, prompt)?;
+    if pw.is_empty() {
+        return Err(strata_core::Error::invalid(format!(
+            "the password from {source} is empty: give the repository's password"
+        ))
+        .into());
+    }
+    Ok(pw)
+}
+
+fn password_and_source(
+    global: &GlobalArgs,
+    loc: &Location,
+    prompt: &str,
+) -> Result<(String, String)> {
     if let Some(file) = &global.password_file {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read password file {}", file.display()))?;
-        return Ok(first_line(&text));
+        let source = format!("password file {}", file.display());
+        let text = read_limited(std::fs::File::open(file), &source)?;
+        return Ok((first_line(&text), source));
     }
     if let Some(cmd) = &global.password_command {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .with_context(|| format!("cannot run password command {cmd:?}"))?;
-        if !out.status.success() {
-            bail!("password command {cmd:?} failed with {}", out.status);
-        }
-        return Ok(first_line(&String::from_utf8_lossy(&out.stdout)));
+        return Ok((
+            run_password_command(cmd)?,
+            format!("password command {cmd:?}"),
+        ));
     }
     if let Ok(p) = std::env::var("STRATA_PASSWORD") {
-        return Ok(p);
+        return Ok((p, "STRATA_PASSWORD".into()));
     }
     if loc.is_default {
         let file = default_password_file()?;
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            return Ok(first_line(&text));
+        if file.exists() {
+            let source = format!("password file {}", file.display());
+            let text = read_limited(std::fs::File::open(&file), &source)?;
+            return Ok((first_line(&text), source));
         }
     }
     if std::io::stdin().is_terminal() {
-        return rpassword::prompt_password(prompt)
-            .context("cannot read the password from the terminal");
+        let pw = rpassword::prompt_password(prompt)
+            .context("cannot read the password from the terminal")?;
+        return Ok((pw, "the prompt".into()));
     }
     bail!("no password given: use --password-file, --password-command, STRATA_PASSWORD_FILE or STRATA_PASSWORD")
+}
+
+/// Read at most [`PASSWORD_LIMIT`] bytes: more is not a password file.
+fn read_limited(file: std::io::Result<std::fs::File>, source: &str) -> Result<String> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    file.and_then(|f| f.take(PASSWORD_LIMIT + 1).read_to_end(&mut text))
+        .with_context(|| format!("cannot read {source}"))?;
+    if text.len() as u64 > PASSWORD_LIMIT {
+        bail!("{source} holds more than {PASSWORD_LIMIT} bytes: it should hold the password on its first line");
+    }
+    Ok(String::from_utf8_lossy(&text).into_owned())
+}
+
+/// Run a password command: its first line, read with a size limit and a
+/// time limit (a command that hangs or prints forever is stopped).
+fn run_password_command(cmd: &str) -> Result<String> {
+    use std::io::Read;
+    // Not in a process group of its own: a command that asks for a
+    // passphrase on the terminal must stay in the foreground.
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot run password command {cmd:?}"))?;
+    let stdout = child.stdout.take();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let read = stdout.map(|s| s.take(PASSWORD_LIMIT + 1).read_to_end(&mut text));
+        let _ = tx.send((read.map(|r| r.is_ok()).unwrap_or(false), text));
+    });
+    let outcome = rx.recv_timeout(PASSWORD_COMMAND_TIMEOUT);
+    let (read_ok, text) = match outcome {
+        Ok(got) => got,
+        Err(_) => {
+            kill_group(&mut child);
+            bail!(
+                "password command {cmd:?} did not finish within {} s",
+                PASSWORD_COMMAND_TIMEOUT.as_secs()
+            );
+        }
+    };
+    if text.len() as u64 > PASSWORD_LIMIT {
+        kill_group(&mut child);
+        bail!("password command {cmd:?} printed more than {PASSWORD_LIMIT} bytes: it should print the password on one line");
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("password command {cmd:?}"))?;
+    if !status.success() || !read_ok {
+        bail!("password command {cmd:?} failed with {status}");
+    }
+    Ok(first_line(&String::from_utf8_lossy(&text)))
+}
+
+/// Stop a password command (what it started in turn may outlive it, but
+/// no longer holds strata up: the output is not waited for).
+fn kill_group(child: &mut std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Where a remote repository's metadata is cached: `STRATA_CACHE_DIR` or
@@ -179,8 +260,21 @@ pub fn open(global: &GlobalArgs) -> Result<Arc<Repository>> {
 /// or, for commands that verify it, from the storage itself.
 pub fn open_with(global: &GlobalArgs, cache: Cache) -> Result<Arc<Repository>> {
     let loc = location(global)?;
+    let storage = storage_with(&loc, cache)?;
+    // Look for the repository before asking for its password.
+    if let Err(e) = Repository::ensure_exists(storage.as_ref()) {
+        if e.kind() == strata_core::ErrorKind::RepositoryNotFound && loc.is_default {
+            return Err(strata_core::Error::new(
+                e.kind(),
+                "no repository yet: run `strata backup PATH` to create the default one, \
+                 or give a repository with -r/--repo or STRATA_REPOSITORY",
+            )
+            .into());
+        }
+        return Err(e.into());
+    }
     let pw = password(global, &loc, "enter password for repository: ")?;
-    let repo = Repository::open(storage_with(&loc, cache)?, pw.as_bytes())?;
+    let repo = Repository::open(storage, pw.as_bytes())?;
     Ok(Arc::new(repo))
 }
 
@@ -202,15 +296,20 @@ pub fn open_or_create_default(global: &GlobalArgs) -> Result<Arc<Repository>> {
         save_password_file(&default_password_file()?, &pw)?;
         pw
     };
-    std::fs::create_dir_all(&loc.path)
+    // Private from the start: the repository's files take their modes
+    // from this directory's (see the local storage).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&loc.path)
         .with_context(|| format!("cannot create {}", loc.path.display()))?;
     let repo = Repository::init(storage(&loc)?, pw.as_bytes(), KdfParams::default())?;
-    eprintln!(
+    errln!(
         "strata: no repository configured; created the default repository at {}",
         loc.path.display()
     );
     if !explicit {
-        eprintln!(
+        errln!(
             "strata: its password was generated and saved in {} — keep a copy somewhere safe: without it the backups cannot be read",
             default_password_file()?.display()
         );

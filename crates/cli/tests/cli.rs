@@ -1090,7 +1090,7 @@ fn a_lock_left_by_a_killed_backup_does_not_block_the_repository() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "removed 1 lock(s)"
+        "removed 1 lock"
     );
     assert!(fs::read_dir(env.repo().join("locks"))
         .unwrap()

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::format::index::IndexBlob;
 use crate::format::pack;
 use crate::id::Id;
-use crate::repository::{LockKind, Repository};
+use crate::repository::Repository;
 use crate::storage::ObjectKind;
 
 #[derive(Clone, Debug, Default)]
@@ -98,7 +98,7 @@ impl CheckReport {
 }
 
 pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
-    let _lock = repo.lock(LockKind::Shared)?;
+    let _lock = repo.read_lock()?;
     let mut report = CheckReport::default();
     let indexed = load_indexes(repo, &mut report)?;
     let stored: HashMap<String, u64> = repo

@@ -31,6 +31,8 @@ pub enum ErrorKind {
     Io,
     /// The repository uses a format version this program does not know.
     UnsupportedVersion,
+    /// The user asked to stop (Ctrl-C); see [`crate::interrupt`].
+    Interrupted,
 }
 
 /// The engine's error: a kind, a message for humans, and an optional cause.
@@ -87,6 +89,21 @@ impl Error {
             format!("{what} {}: {err}", path.display()),
             err,
         )
+    }
+
+    /// Whether this is a failure to write to storage that refuses writes:
+    /// a read-only filesystem, or no permission to write.
+    pub fn is_read_only(&self) -> bool {
+        let io = self
+            .source
+            .as_deref()
+            .and_then(|s| s.downcast_ref::<std::io::Error>());
+        io.is_some_and(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+            )
+        })
     }
 
     /// Prefix the message with more context, keeping the kind.

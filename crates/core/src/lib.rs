@@ -28,6 +28,7 @@ pub mod diff;
 pub mod error;
 pub mod format;
 pub mod id;
+pub mod interrupt;
 pub mod maintenance;
 pub mod packer;
 pub mod repository;
@@ -38,6 +39,11 @@ pub mod storage;
 pub mod walk;
 
 pub use error::{Error, ErrorKind, Result};
+
+/// The most worker threads an engine starts, whatever it is asked: each
+/// holds buffers of several MiB, and thousands abort the process when the
+/// system refuses more.
+pub const MAX_THREADS: usize = 256;
 pub use id::Id;
 
 /// This machine's host name, or `unknown`.

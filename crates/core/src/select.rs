@@ -54,9 +54,21 @@ pub fn latest_matching(
 /// `latest` honours every field of `filter`; an id prefix is exact.
 pub fn find(repo: &Repository, selector: &str, filter: &Filter) -> Result<(Id, Snapshot)> {
     let (snaps, bad) = repo.snapshots()?;
+    find_listed(snaps, &bad, selector, filter)
+}
+
+/// [`find`] among snapshots listed already: `snaps` those that loaded,
+/// `bad` those that did not (as [`Repository::snapshots`] gives them).
+/// `latest` refuses while any snapshot is unreadable, unless the filter
+/// allows it: the unreadable one may be the newest.
+pub fn find_listed(
+    snaps: Vec<(Id, Snapshot)>,
+    bad: &[(String, Error)],
+    selector: &str,
+    filter: &Filter,
+) -> Result<(Id, Snapshot)> {
     if selector == "latest" {
         if let Some((name, err)) = bad.first() {
-            let names: Vec<&str> = bad.iter().map(|(n, _)| &n[..n.len().min(8)]).collect();
             if !filter.allow_damaged {
                 return Err(Error::new(
                     err.kind(),
@@ -66,9 +78,10 @@ pub fn find(repo: &Repository, selector: &str, filter: &Filter) -> Result<(Id, S
                     ),
                 ));
             }
+            let names: Vec<&str> = bad.iter().map(|(n, _)| &n[..n.len().min(8)]).collect();
             tracing::warn!(
-                "{} unreadable snapshot(s) ({}) passed over: `latest` is the newest readable one",
-                bad.len(),
+                "{} ({}) passed over: `latest` is the newest readable one",
+                crate::format::count(bad.len() as u64, "unreadable snapshot"),
                 names.join(", ")
             );
         }
@@ -78,8 +91,8 @@ pub fn find(repo: &Repository, selector: &str, filter: &Filter) -> Result<(Id, S
         // An id prefix that names only a damaged snapshot: say why it is unusable.
         let prefix = selector.to_ascii_lowercase();
         if e.kind() == ErrorKind::Missing && selector != "latest" {
-            if let Some((_, err)) = bad.into_iter().find(|(name, _)| name.starts_with(&prefix)) {
-                return Err(err);
+            if let Some((_, err)) = bad.iter().find(|(name, _)| name.starts_with(&prefix)) {
+                return Err(Error::new(err.kind(), err.to_string()));
             }
         }
     }
@@ -135,7 +148,7 @@ pub fn parse_time(text: &str) -> Result<jiff::Timestamp> {
             return dt
                 .to_zoned(tz)
                 .map(|z| z.timestamp())
-                .map_err(|e| Error::invalid(e.to_string()));
+                .map_err(|_| out_of_range(text));
         }
     }
     if let Ok(date) = text.parse::<jiff::civil::Date>() {
@@ -143,16 +156,30 @@ pub fn parse_time(text: &str) -> Result<jiff::Timestamp> {
         return end
             .to_zoned(tz)
             .map(|z| z.timestamp())
-            .map_err(|e| Error::invalid(e.to_string()));
+            .map_err(|_| out_of_range(text));
     }
     Err(Error::invalid(format!(
         "cannot read {text:?} as a time: use 2026-11-20, 2026-11-20 10:00 or 2026-11-20T10:00:00Z"
     )))
 }
 
+fn out_of_range(text: &str) -> Error {
+    Error::invalid(format!(
+        "{text:?} is out of range: times from year -9999 to 9999-12-30 can be given"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_out_of_range_printed_the_date_librarys_raw_message() {
+        let err = parse_time("9999-12-31").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("out of range"), "{err}");
+        assert!(!err.to_string().contains("overflowed"), "{err}");
+    }
 
     fn snap(secs: i64, host: &str, tags: &[&str]) -> Snapshot {
         Snapshot {

@@ -252,6 +252,41 @@ pub struct ExcludeOptions {
     pub larger_than: Option<u64>,
     /// Do not cross filesystem boundaries.
     pub one_file_system: bool,
+    /// Read the contents of pseudo filesystems (procfs, sysfs…) too. By
+    /// default such a directory is stored without its contents: they are
+    /// the kernel's state, not data, and some files never end.
+    pub pseudo_filesystems: bool,
+}
+
+/// Filesystems whose files are the kernel's state: statfs magic numbers
+/// (linux/magic.h) and names.
+const PSEUDO_FILESYSTEMS: [(i64, &str); 16] = [
+    (0x9fa0, "proc"),
+    (0x6265_6572, "sysfs"),
+    (0x0027_e0eb, "cgroup"),
+    (0x6367_7270, "cgroup2"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7363_6673, "securityfs"),
+    (0x6165_676c, "pstore"),
+    (0xcafe_4a11, "bpf"),
+    (0x6265_6570, "configfs"),
+    (0x1cd1, "devpts"),
+    (0x6573_5543, "fusectl"),
+    (0x1980_0202, "mqueue"),
+    (0xde5e_81e0, "efivarfs"),
+    (0x4249_4e4d, "binfmt_misc"),
+    (0xf97c_ff8c, "selinuxfs"),
+];
+
+/// The name of the pseudo filesystem `path` is on, if it is on one.
+fn pseudo_filesystem(path: &Path) -> Option<&'static str> {
+    let fs = nix::sys::statfs::statfs(path).ok()?;
+    let magic = fs.filesystem_type().0 as i64;
+    PSEUDO_FILESYSTEMS
+        .iter()
+        .find(|(m, _)| *m == magic)
+        .map(|(_, name)| *name)
 }
 
 const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
@@ -260,6 +295,8 @@ pub struct Excluder {
     opts: ExcludeOptions,
     patterns: Option<Gitignore>,
     ipatterns: Option<Gitignore>,
+    /// Device → pseudo filesystem name, asked once per device.
+    pseudo: std::sync::Mutex<std::collections::HashMap<u64, Option<&'static str>>>,
 }
 
 impl Excluder {
@@ -270,7 +307,18 @@ impl Excluder {
             opts,
             patterns,
             ipatterns,
+            pseudo: Default::default(),
         })
+    }
+
+    /// The pseudo filesystem (`proc`, `sysfs`…) whose contents are left
+    /// out at the directory `path` on device `dev`, if any.
+    pub fn pseudo_filesystem(&self, path: &Path, dev: u64) -> Option<&'static str> {
+        if self.opts.pseudo_filesystems {
+            return None;
+        }
+        let mut known = self.pseudo.lock().unwrap_or_else(|p| p.into_inner());
+        *known.entry(dev).or_insert_with(|| pseudo_filesystem(path))
     }
 
     pub fn one_file_system(&self) -> bool {
@@ -325,12 +373,29 @@ fn build_patterns(lines: &[String], case_insensitive: bool) -> Result<Option<Git
     b.case_insensitive(case_insensitive)
         .map_err(|e| Error::invalid(format!("bad exclude option: {e}")))?;
     for line in lines {
+        check_pattern(line)?;
         b.add_line(None, line)
             .map_err(|e| Error::invalid(format!("bad exclude pattern {line:?}: {e}")))?;
     }
     b.build()
         .map(Some)
         .map_err(|e| Error::invalid(format!("bad exclude patterns: {e}")))
+}
+
+/// Refuse a pattern the gitignore matcher would silently never match (an
+/// unclosed `[`, a lone trailing `\`), naming it.
+pub(crate) fn check_pattern(line: &str) -> Result<()> {
+    let glob = line.strip_prefix('!').unwrap_or(line);
+    let glob = glob.strip_suffix('/').unwrap_or(glob);
+    if glob.trim().is_empty() || glob.starts_with('#') {
+        return Ok(());
+    }
+    globset::GlobBuilder::new(glob)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map(|_| ())
+        .map_err(|e| Error::invalid(format!("bad pattern {line:?}: {}", e.kind())))
 }
 
 /// Read patterns from an exclude file: one per line, `#` comments and blank

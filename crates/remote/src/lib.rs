@@ -55,6 +55,7 @@ impl RemoteStorage {
             })?;
         let _entered = runtime.enter();
         let location = remote.display();
+        refuse_unreachable_local(&remote, &location)?;
         let rename_into_place = matches!(remote, Remote::Sftp { .. });
         let op = remote
             .operator()
@@ -73,8 +74,9 @@ impl RemoteStorage {
                     .with_max_delay(Duration::from_secs(10))
                     .with_jitter()
                     .with_notify(|e: opendal::layers::RetryEvent| {
-                        // one line per retry, not the error's backtrace
-                        tracing::warn!(
+                        // One line per retry (with -v), not the error's
+                        // backtrace: the error that remains is reported.
+                        tracing::info!(
                             "{:?} failed ({}: {}); retry {} in {:.1}s",
                             e.op,
                             e.err.kind(),
@@ -188,9 +190,48 @@ fn connections() -> Result<usize> {
 /// adds load on the server (docs/benchmarks.md).
 const DEFAULT_CONNECTIONS: usize = 8;
 
+/// A server on this machine that refuses connections is not running: say
+/// so at once instead of retrying for seconds. (Remote hosts may be
+/// restarting; their failures are retried as usual.)
+fn refuse_unreachable_local(remote: &Remote, location: &str) -> Result<()> {
+    use std::net::ToSocketAddrs;
+    let Some((host, port)) = remote.address() else {
+        return Ok(());
+    };
+    let Ok(addrs) = (host.as_str(), port).to_socket_addrs() else {
+        return Ok(()); // name resolution is the client's to report
+    };
+    let local: Vec<_> = addrs.filter(|a| a.ip().is_loopback()).collect();
+    if local.is_empty() {
+        return Ok(());
+    }
+    let refused = local.iter().all(|a| {
+        std::net::TcpStream::connect_timeout(a, Duration::from_secs(2))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+    });
+    if refused {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "{location}: nothing listens on {host}:{port} (connection refused): start the server, or check the address"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// OpenDAL errors as the engine's: missing objects are `Missing`, the rest
 /// `Io` (the retry layer has already retried what was transient).
 fn convert(e: opendal::Error, what: &str) -> Error {
+    let text = e.to_string();
+    if text.contains("signing http request") || text.contains("loading credential") {
+        return Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{what}: no S3 credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+            ),
+        );
+    }
     let (kind, hint) = match e.kind() {
         opendal::ErrorKind::NotFound => (ErrorKind::Missing, ""),
         opendal::ErrorKind::ConfigInvalid => (

@@ -174,6 +174,28 @@ impl Remote {
     }
 
     /// An OpenDAL operator for this location (not connected yet).
+    /// The host and port a connection goes to, where strata can tell
+    /// (an S3 endpoint given as a URL, an SFTP server; not AWS itself).
+    pub(crate) fn address(&self) -> Option<(String, u16)> {
+        match self {
+            Remote::S3 {
+                endpoint: Some(e), ..
+            } => {
+                let (scheme, rest) = e.split_once("://")?;
+                let hostport = rest.split('/').next()?;
+                let default = if scheme == "https" { 443 } else { 80 };
+                match hostport.rsplit_once(':') {
+                    Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
+                        Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?))
+                    }
+                    _ => Some((hostport.trim_matches(['[', ']']).to_string(), default)),
+                }
+            }
+            Remote::S3 { endpoint: None, .. } => None,
+            Remote::Sftp { host, port, .. } => Some((host.clone(), port.unwrap_or(22))),
+        }
+    }
+
     pub(crate) fn operator(&self) -> std::result::Result<Operator, opendal::Error> {
         match self {
             Remote::S3 {

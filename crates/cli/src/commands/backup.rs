@@ -54,8 +54,12 @@ pub struct Args {
     /// Read every file, even those unchanged since the parent snapshot.
     #[arg(long)]
     force: bool,
+    /// Also read the contents of pseudo filesystems (/proc, /sys, cgroup,
+    /// debugfs…), which are otherwise stored as empty directories.
+    #[arg(long)]
+    pseudo_filesystems: bool,
     /// Threads reading files (default: one per core).
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = super::parse_threads)]
     threads: usize,
 }
 
@@ -182,6 +186,7 @@ fn options(args: &Args) -> Result<BackupOptions> {
             caches: args.exclude_caches,
             larger_than: args.exclude_larger_than,
             one_file_system: args.one_file_system,
+            pseudo_filesystems: args.pseudo_filesystems,
         },
         hostname: args.host.clone(),
         tags,
@@ -218,7 +223,7 @@ fn show_progress(p: &CliProgress, done: &AtomicBool, global: &GlobalArgs) {
                 bytes(read)
             ));
         } else if global.json && ticks.is_multiple_of(10) {
-            println!(
+            outln!(
                 "{}",
                 json!({"message_type": "status", "files_done": files, "bytes_read": read, "errors": errors})
             );
@@ -232,7 +237,7 @@ fn show_progress(p: &CliProgress, done: &AtomicBool, global: &GlobalArgs) {
 fn print_summary(global: &GlobalArgs, id: &Id, snap: &Snapshot) {
     let s = snap.summary.clone().unwrap_or_default();
     if global.json {
-        println!(
+        outln!(
             "{}",
             json!({"message_type": "summary", "snapshot_id": id.to_hex(), "short_id": id.short(), "partial": snap.partial, "summary": summary_json(&s)})
         );
@@ -241,31 +246,43 @@ fn print_summary(global: &GlobalArgs, id: &Id, snap: &Snapshot) {
     if global.quiet {
         return;
     }
-    println!(
-        "Files:      {} new, {} changed, {} unchanged",
-        s.files_new, s.files_changed, s.files_unchanged
+    outln!(
+        "Files:      {} new, {} changed, {} unchanged{}",
+        s.files_new,
+        s.files_changed,
+        s.files_unchanged + s.files_reread,
+        if s.files_reread > 0 {
+            format!(" ({} of them read again to be sure)", s.files_reread)
+        } else {
+            String::new()
+        }
     );
-    println!("Dirs:       {}   other entries: {}", s.dirs, s.other_nodes);
-    println!("Read:       {}", bytes(s.bytes_read));
-    println!(
+    outln!(
+        "Dirs:       {}   symlinks: {}   other (fifos, devices, sockets): {}",
+        s.dirs,
+        s.symlinks,
+        s.other_nodes
+    );
+    outln!("Read:       {}", bytes(s.bytes_read));
+    outln!(
         "Original:   {}  (all files in this snapshot)",
         bytes(s.total_bytes)
     );
-    println!(
+    outln!(
         "Added:      {} new data in {} blobs, {} stored after compression and deduplication",
         bytes(s.data_added),
         s.blobs_added,
         bytes(s.data_added_stored)
     );
-    println!("Duration:   {:.2}s", s.duration_ms as f64 / 1000.0);
+    outln!("Duration:   {:.2}s", s.duration_ms as f64 / 1000.0);
     if snap.partial {
-        println!(
-            "snapshot {} saved, but {} entries could not be read (see errors above)",
+        outln!(
+            "snapshot {} saved, but {} could not be read (see errors above)",
             id.short(),
-            s.errors
+            strata_core::format::count(s.errors, "entry")
         );
     } else {
-        println!("snapshot {} saved", id.short());
+        outln!("snapshot {} saved", id.short());
     }
 }
 

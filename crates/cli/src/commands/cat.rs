@@ -31,7 +31,7 @@ pub struct Args {
 }
 
 fn pretty(v: &serde_json::Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -85,7 +85,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
             let id = need_id()?;
             let data = repo.storage().read(ObjectKind::Key, &id)?;
             std::io::stdout().write_all(&data)?;
-            println!();
+            outln!();
         }
         Kind::Snapshot => {
             let (id, snap) = strata_core::select::find(&repo, &need_id()?, &Default::default())?;
@@ -105,7 +105,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
                     match path.filter(|p| p.iter().any(|&b| b != b'/')) {
                         None => s.tree,
                         Some(p) => repo
-                            .find_node(s.tree, &p)?
+                            .find_in_snapshot(&s, &p)?
                             .and_then(|n| n.subtree)
                             .context("not a directory")?,
                     }

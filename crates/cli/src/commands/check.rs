@@ -32,7 +32,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         },
     )?;
     if global.json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "ok": report.ok(),
@@ -49,34 +49,34 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         );
     } else {
         for w in &report.warnings {
-            eprintln!("warning: {w}");
+            errln!("warning: {w}");
         }
         for e in &report.errors {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
         }
         if !global.quiet {
-            println!(
-                "checked {} snapshots, {} trees, {} blobs in {} packs{}",
-                report.snapshots,
-                report.trees,
-                report.blobs,
-                report.packs,
+            outln!(
+                "checked {}, {}, {} in {}{}",
+                strata_core::format::count(report.snapshots as u64, "snapshot"),
+                strata_core::format::count(report.trees as u64, "tree"),
+                strata_core::format::count(report.blobs as u64, "blob"),
+                strata_core::format::count(report.packs as u64, "pack"),
                 if args.read_data || subset.is_some() {
                     format!(
-                        ", read {} in {} packs",
+                        ", read {} in {}",
                         output::bytes(report.bytes_read),
-                        report.packs_read
+                        strata_core::format::count(report.packs_read as u64, "pack")
                     )
                 } else {
                     String::new()
                 }
             );
             if report.ok() {
-                println!("no errors were found");
+                outln!("no errors were found");
             } else {
-                println!(
-                    "{} errors were found: the repository is damaged",
-                    report.errors.len()
+                outln!(
+                    "{} found: the repository is damaged",
+                    strata_core::format::count(report.errors.len() as u64, "error")
                 );
                 print_damaged_snapshots(&report.damaged_snapshots);
             }
@@ -95,11 +95,15 @@ fn print_damaged_snapshots(ids: &[strata_core::Id]) {
         return;
     }
     let names: Vec<String> = ids.iter().map(strata_core::Id::short).collect();
-    println!(
-        "{} snapshots reach damaged data: {}\n\
+    outln!(
+        "{} damaged data: {}\n\
          if that data is lost for good, `strata repair index` followed by \
          `strata repair snapshots` keeps what survives",
-        ids.len(),
+        if ids.len() == 1 {
+            "1 snapshot reaches".to_string()
+        } else {
+            format!("{} snapshots reach", ids.len())
+        },
         names.join(", ")
     );
 }

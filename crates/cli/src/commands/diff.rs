@@ -103,10 +103,10 @@ fn print(global: &GlobalArgs, e: &DiffEntry) {
             Change::Removed { files, bytes } => (Vec::new(), Some(*files), Some(*bytes)),
             _ => (Vec::new(), None, None),
         };
-        output::json_line(
-            &json!({"message_type": "change", "path": path, "type": e.kind, "modifier": modifier(&e.change),
-                                  "metadata": fields, "files": files, "bytes": bytes}),
-        );
+        let mut value = json!({"message_type": "change", "path": output::json_path(&e.path), "type": e.kind, "modifier": modifier(&e.change),
+                              "metadata": fields, "files": files, "bytes": bytes});
+        output::add_bytes(&mut value, "path", e.path.as_os_str().as_encoded_bytes());
+        output::json_line(&value);
         return;
     }
     let detail = match &e.change {
@@ -119,7 +119,7 @@ fn print(global: &GlobalArgs, e: &DiffEntry) {
         Change::Metadata(fields) => format!("  ({})", fields.join(", ")),
         _ => String::new(),
     };
-    println!("{}    {path}{slash}{detail}", modifier(&e.change));
+    outln!("{}    {path}{slash}{detail}", modifier(&e.change));
 }
 
 pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
@@ -164,20 +164,26 @@ fn two_snapshots(
     let (mut a, mut b) = (s1.tree, s2.tree);
     let mut prefix = PathBuf::from("/");
     if let Some(p) = args.path.as_deref() {
-        prefix.push(Path::new(p).strip_prefix("/").unwrap_or(Path::new(p)));
-        (a, b) = (dir_tree(repo, a, p)?, dir_tree(repo, b, p)?);
+        let stored = s1.stored_path(p.as_bytes());
+        let stored = OsStr::from_bytes(&stored);
+        prefix.push(
+            Path::new(stored)
+                .strip_prefix("/")
+                .unwrap_or(Path::new(stored)),
+        );
+        (a, b) = (dir_tree(repo, &s1, stored)?, dir_tree(repo, &s2, stored)?);
     }
     if !global.json && !global.quiet {
-        eprintln!("comparing snapshot {} with {}", id1.short(), id2.short());
+        errln!("comparing snapshot {} with {}", id1.short(), id2.short());
     }
     Ok(diff::run(repo, a, b, &prefix, &mut |e| print(global, e))?)
 }
 
-/// The tree of the directory `path` inside the snapshot tree `root`.
-fn dir_tree(repo: &Repository, root: Id, path: &OsStr) -> Result<Id> {
-    match repo.find_node(root, path.as_bytes())? {
+/// The tree of the directory `path` inside the snapshot.
+fn dir_tree(repo: &Repository, snap: &Snapshot, path: &OsStr) -> Result<Id> {
+    match repo.find_in_snapshot(snap, path.as_bytes())? {
         Some(n) if n.is_dir() => Ok(n.subtree.unwrap_or_default()),
-        None => Ok(root), // the path names the root
+        None => Ok(snap.tree), // the path names the root
         Some(_) => bail!(
             "{} is not a directory in the snapshot",
             output::path(Path::new(path))
@@ -195,7 +201,7 @@ fn with_disk(
     let abs = disk_dir(dir)?;
     let (id, inside, tree) = snapshot_dir(repo, &args.first, filter, &abs)?;
     if !global.json && !global.quiet {
-        eprintln!(
+        errln!(
             "comparing snapshot {}:{} with {}",
             id.short(),
             output::path(Path::new(OsStr::from_bytes(&inside))),
@@ -256,7 +262,8 @@ fn snapshot_dir(
         Some(p) => p,
         None => own_copy(&id, &snap, abs)?,
     };
-    let tree = dir_tree(repo, snap.tree, OsStr::from_bytes(&inside))?;
+    let inside = snap.stored_path(&inside);
+    let tree = dir_tree(repo, &snap, OsStr::from_bytes(&inside))?;
     Ok((id, inside, tree))
 }
 
@@ -271,13 +278,7 @@ fn own_copy(id: &Id, snap: &Snapshot, dir: &Path) -> Result<Vec<u8>> {
             id.short()
         )));
     }
-    // Backup stores each path under its last component (`/` as `root`).
-    let name = strata_core::backup::name_of(dir);
-    Ok(if name.is_empty() {
-        b"/root".to_vec()
-    } else {
-        [b"/", name].concat()
-    })
+    Ok(snap.stored_path(dir.as_os_str().as_bytes()))
 }
 
 fn excludes(args: &Args) -> Result<ExcludeOptions> {
@@ -299,20 +300,22 @@ fn print_stats(global: &GlobalArgs, stats: &DiffStats) {
             "bytes_added": stats.bytes_added, "bytes_removed": stats.bytes_removed}),
         );
     } else if !global.quiet {
-        println!();
-        println!(
-            "Added:    {} entries, {}",
-            stats.added,
+        outln!();
+        outln!(
+            "Added:    {}, {}",
+            strata_core::format::count(stats.added, "entry"),
             output::bytes(stats.bytes_added)
         );
-        println!(
-            "Removed:  {} entries, {}",
-            stats.removed,
+        outln!(
+            "Removed:  {}, {}",
+            strata_core::format::count(stats.removed, "entry"),
             output::bytes(stats.bytes_removed)
         );
-        println!(
+        outln!(
             "Changed:  {} in content, {} in metadata only, {} in type",
-            stats.modified, stats.metadata_only, stats.type_changed
+            stats.modified,
+            stats.metadata_only,
+            stats.type_changed
         );
     }
 }

@@ -25,7 +25,16 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let repo = repo::open(global)?;
     repo.load_index()?;
     let (_, snap) = strata_core::select::find(&repo, &args.snapshot, &args.filter.filter()?)?;
-    let node = super::find_path(&repo, snap.tree, &args.path)?;
+    let node = super::find_path(&repo, &snap, &args.path)?;
+    let is_file = node.as_ref().is_some_and(|n| n.kind == NodeKind::File);
+    if !is_file && io::IsTerminal::is_terminal(&io::stdout()) {
+        return Err(strata_core::Error::invalid(format!(
+            "{} is a directory: it would be written to the terminal as a tar archive; \
+             redirect it (`strata dump … > files.tar`, `| tar -t`) or use `strata restore`",
+            crate::output::path(Path::new(&args.path))
+        ))
+        .into());
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 20, stdout.lock());
     match node {

@@ -31,7 +31,10 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let repo = repo::open(global)?;
     repo.load_index()?;
     let filter = args.filter.filter()?;
-    let (snaps, _) = repo.snapshots()?;
+    let (snaps, bad) = repo.snapshots()?;
+    for (name, e) in &bad {
+        errln!("warning: snapshot {name} is not searched: {e}");
+    }
     let mut hits = Vec::new();
     for (id, snap) in snaps.iter().filter(|(_, s)| filter.matches(s)) {
         super::walk_tree(&repo, snap.tree, Path::new("/"), &mut |path, node| {
@@ -44,7 +47,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
                 if global.json {
                     hits.push(json!({"snapshot": id.to_hex(), "short_id": id.short(), "time": snap.time.to_string(), "node": super::ls::node_json(path, node)}));
                 } else {
-                    println!(
+                    outln!(
                         "{}  {}  {:>12}  {}",
                         id.short(),
                         output::local_time(snap.time),
@@ -57,7 +60,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         })?;
     }
     if global.json {
-        println!("{}", serde_json::Value::Array(hits));
+        outln!("{}", serde_json::Value::Array(hits));
     }
     Ok(crate::exit::OK)
 }

@@ -14,6 +14,9 @@ pub struct Args {
     /// Forget these snapshots (id prefixes) instead of applying a policy.
     #[arg(value_name = "SNAPSHOT")]
     snapshots: Vec<String>,
+    /// With `latest`: pass over snapshots that cannot be read (damaged).
+    #[arg(long)]
+    allow_damaged: bool,
     /// Keep the N newest snapshots.
     #[arg(long, default_value_t = 0, value_name = "N")]
     keep_last: usize,
@@ -128,7 +131,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     } else {
         Some(repo.lock(strata_core::repository::LockKind::Maintenance)?)
     };
-    let (snaps, _) = repo.snapshots()?;
+    let (snaps, bad) = repo.snapshots()?;
     let remove: Vec<Id> = if args.snapshots.is_empty() {
         let filter = strata_core::select::Filter {
             hosts: args.hosts.clone(),
@@ -147,15 +150,24 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     } else {
         let mut ids = Vec::new();
         for sel in &args.snapshots {
-            ids.push(strata_core::select::find_in(snaps.clone(), sel, &Default::default())?.0);
+            let found = strata_core::select::find_listed(
+                snaps.clone(),
+                &bad,
+                sel,
+                &strata_core::select::Filter {
+                    allow_damaged: args.allow_damaged,
+                    ..Default::default()
+                },
+            )?;
+            ids.push(found.0);
         }
         ids
     };
     let Some(lock) = lock else {
         if !global.json && !global.quiet {
-            println!(
-                "would forget {} snapshots (dry run: nothing was removed)",
-                remove.len()
+            outln!(
+                "would forget {} (dry run: nothing was removed)",
+                strata_core::format::count(remove.len() as u64, "snapshot")
             );
         }
         if args.prune {
@@ -171,9 +183,9 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     }
     drop(lock);
     if !global.json && !global.quiet {
-        println!(
-            "forgot {} snapshots{}",
-            remove.len(),
+        outln!(
+            "forgot {}{}",
+            strata_core::format::count(remove.len() as u64, "snapshot"),
             if args.prune {
                 ""
             } else {
@@ -204,14 +216,14 @@ fn print_plan(
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(groups));
+        outln!("{}", serde_json::Value::Array(groups));
         return;
     }
     if global.quiet {
         return;
     }
     for p in plans {
-        println!(
+        outln!(
             "{}: keep {}, forget {}",
             if p.key.is_empty() {
                 "all snapshots"
@@ -222,7 +234,7 @@ fn print_plan(
             p.remove.len()
         );
         for (id, reasons) in &p.keep {
-            println!(
+            outln!(
                 "  keep    {}  {}  {}",
                 id.short(),
                 time(id).map(output::local_time).unwrap_or_default(),
@@ -230,7 +242,7 @@ fn print_plan(
             );
         }
         for id in &p.remove {
-            println!(
+            outln!(
                 "  forget  {}  {}",
                 id.short(),
                 time(id).map(output::local_time).unwrap_or_default()

@@ -54,12 +54,12 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
             "repository": loc.path.display().to_string(),
         }));
     } else if !global.quiet {
-        println!(
+        outln!(
             "created strata repository {} at {}",
             &repo.config().id[..10],
             loc.path.display()
         );
-        println!("Keep the password safe: without it the data cannot be read.");
+        outln!("Keep the password safe: without it the data cannot be read.");
     }
     Ok(crate::exit::OK)
 }

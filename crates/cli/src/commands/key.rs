@@ -76,7 +76,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
                         Err(e) => json!({"id": name, "error": e.to_string()}),
                     })
                     .collect();
-                println!("{}", serde_json::Value::Array(list));
+                outln!("{}", serde_json::Value::Array(list));
             } else {
                 let rows: Vec<Vec<String>> = keys
                     .iter()
@@ -106,19 +106,19 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         Action::Add(p) => {
             let id = repo.add_key(p.read()?.as_bytes(), KdfParams::default())?;
             if !global.quiet {
-                println!("added key {}", id.short());
+                outln!("added key {}", id.short());
             }
         }
         Action::Remove { id } => {
             let name = repo.remove_key(id)?;
             if !global.quiet {
-                println!("removed key {}", &name[..8.min(name.len())]);
+                outln!("removed key {}", &name[..8.min(name.len())]);
             }
         }
         Action::Passwd(p) => {
             let id = repo.change_password(p.read()?.as_bytes(), KdfParams::default())?;
             if !global.quiet {
-                println!("password changed (new key {})", id.short());
+                outln!("password changed (new key {})", id.short());
             }
         }
     }

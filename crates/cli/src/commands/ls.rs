@@ -1,3 +1,4 @@
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -27,8 +28,8 @@ pub struct Args {
 }
 
 pub fn node_json(path: &Path, n: &Node) -> serde_json::Value {
-    json!({
-        "path": crate::output::path(path),
+    let mut value = json!({
+        "path": crate::output::json_path(path),
         "name": display_bytes(&n.name),
         "type": n.kind,
         "mode": n.mode,
@@ -41,7 +42,13 @@ pub fn node_json(path: &Path, n: &Node) -> serde_json::Value {
         "inode": n.inode,
         "links": n.links,
         "target": n.target.as_deref().map(display_bytes),
-    })
+    });
+    crate::output::add_bytes(&mut value, "path", path.as_os_str().as_encoded_bytes());
+    crate::output::add_bytes(&mut value, "name", &n.name);
+    if let Some(target) = &n.target {
+        crate::output::add_bytes(&mut value, "target", target);
+    }
+    value
 }
 
 pub fn time_string(t: strata_core::format::tree::Time) -> String {
@@ -51,15 +58,21 @@ pub fn time_string(t: strata_core::format::tree::Time) -> String {
 }
 
 fn long_line(path: &Path, n: &Node) -> String {
-    let owner = n.user.clone().unwrap_or_else(|| n.uid.to_string());
-    let group = n.group.clone().unwrap_or_else(|| n.gid.to_string());
+    let owner = n.user.as_deref().map_or_else(
+        || n.uid.to_string(),
+        |u| strata_core::format::quote_bytes(u.as_bytes()),
+    );
+    let group = n.group.as_deref().map_or_else(
+        || n.gid.to_string(),
+        |g| strata_core::format::quote_bytes(g.as_bytes()),
+    );
     let mtime = jiff::Timestamp::new(n.mtime.s, 0)
         .map(output::local_time)
         .unwrap_or_default();
     let link = n
         .target
         .as_deref()
-        .map(|t| format!(" -> {}", display_bytes(t)))
+        .map(|t| format!(" -> {}", strata_core::format::quote_bytes(t)))
         .unwrap_or_default();
     format!(
         "{} {owner:>8} {group:>8} {:>12} {mtime} {}{link}",
@@ -76,8 +89,10 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let mut start = snap.tree;
     let mut prefix = PathBuf::from("/");
     if let Some(p) = args.path.as_deref() {
-        if let Some(node) = super::find_path(&repo, snap.tree, p)? {
-            prefix = prefix.join(Path::new(p).strip_prefix("/").unwrap_or(Path::new(p)));
+        if let Some(node) = super::find_path(&repo, &snap, p)? {
+            let stored = snap.stored_path(p.as_bytes());
+            let stored = Path::new(std::ffi::OsStr::from_bytes(&stored));
+            prefix = prefix.join(stored.strip_prefix("/").unwrap_or(stored));
             match node.subtree.filter(|_| node.is_dir()) {
                 Some(sub) => start = sub,
                 None => {
@@ -88,7 +103,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         }
     }
     if !global.json && !global.quiet {
-        eprintln!(
+        errln!(
             "snapshot {} of {} at {}",
             id.short(),
             snap.paths.join(" "),
@@ -106,8 +121,8 @@ fn print_node(global: &GlobalArgs, args: &Args, path: &Path, node: &Node) {
     if global.json {
         output::json_line(&node_json(path, node));
     } else if args.long {
-        println!("{}", long_line(path, node));
+        outln!("{}", long_line(path, node));
     } else {
-        println!("{}", crate::output::path(path));
+        outln!("{}", crate::output::path(path));
     }
 }

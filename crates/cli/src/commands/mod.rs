@@ -19,6 +19,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use strata_core::format::snapshot::Snapshot;
 use strata_core::format::tree::{Node, Tree};
 use strata_core::repository::Repository;
 use strata_core::Id;
@@ -60,6 +61,21 @@ pub fn walk_tree(
 use std::os::unix::ffi::OsStrExt;
 
 /// The node at `path` inside a snapshot's root tree (`None` for the root).
-pub fn find_path(repo: &Repository, root: Id, path: &OsStr) -> Result<Option<Node>> {
-    Ok(repo.find_node(root, path.as_bytes())?)
+pub fn find_path(repo: &Repository, snap: &Snapshot, path: &OsStr) -> Result<Option<Node>> {
+    Ok(repo.find_in_snapshot(snap, path.as_bytes())?)
+}
+
+use strata_core::MAX_THREADS;
+
+/// `--threads N`: 0 (one per core) up to [`MAX_THREADS`].
+pub fn parse_threads(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of threads"))?;
+    if n > MAX_THREADS {
+        return Err(format!(
+            "{n} threads is too many: give at most {MAX_THREADS} (0 means one per core)"
+        ));
+    }
+    Ok(n)
 }

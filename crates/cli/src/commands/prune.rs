@@ -71,7 +71,7 @@ pub fn prune_repository(
 ) -> Result<u8> {
     let (plan, report) = prune::run(repo, opts, dry_run)?;
     if global.json {
-        println!("{}", to_json(&plan, &report, dry_run));
+        outln!("{}", to_json(&plan, &report, dry_run));
     } else if !global.quiet {
         print_plan(&plan);
         print_report(&plan, &report, dry_run);
@@ -96,16 +96,15 @@ fn print_damage(plan: &PrunePlan) {
         } else {
             "an intact copy in another pack is kept instead".to_string()
         };
-        eprintln!(
+        errln!(
             "warning: blob {} in pack {}: {error}; {kept}",
             blob.short(),
             pack.short()
         );
     }
-    if !plan.damaged.is_empty() {
-        eprintln!(
-            "warning: {} damaged blob copies found; run `strata check --read-data` to see what they affect",
-            plan.damaged.len()
+    if !plan.pinned.is_empty() {
+        errln!(
+            "warning: some used blobs have no intact copy; run `strata check --read-data` to see what they affect"
         );
     }
 }
@@ -116,13 +115,14 @@ fn sum(packs: &[prune::PackUse]) -> u64 {
 
 fn print_plan(plan: &PrunePlan) {
     let (used, unused) = (plan.used_bytes(), plan.unused_bytes());
-    println!(
-        "{} snapshots use {} of packed data; {} is unused",
-        plan.snapshots,
+    outln!(
+        "{} {} {} of packed data; {} is unused",
+        strata_core::format::count(plan.snapshots as u64, "snapshot"),
+        if plan.snapshots == 1 { "uses" } else { "use" },
         output::bytes(used),
         output::bytes(unused)
     );
-    println!(
+    outln!(
         "packs: {} kept, {} to delete ({}), {} to repack ({})",
         plan.keep.len(),
         plan.delete.len(),
@@ -131,14 +131,14 @@ fn print_plan(plan: &PrunePlan) {
         output::bytes(sum(&plan.repack)),
     );
     if !plan.unindexed.is_empty() {
-        println!(
+        outln!(
             "{} packs ({}) are in no index: left by interrupted commands, or being written by running backups (then kept)",
             plan.unindexed.len(),
             output::bytes(plan.unindexed_bytes())
         );
     }
     let total = used + plan.unused_after();
-    println!(
+    outln!(
         "frees {}; unused data left: {} ({:.1}%)",
         output::bytes(plan.freed_bytes()),
         output::bytes(plan.unused_after()),
@@ -149,7 +149,7 @@ fn print_plan(plan: &PrunePlan) {
         }
     );
     for p in &plan.pending {
-        println!(
+        outln!(
             "an earlier prune ({}) condemned {} packs ({}); {} of the commands it waits for still run",
             output::local_time(p.time),
             p.packs,
@@ -161,14 +161,9 @@ fn print_plan(plan: &PrunePlan) {
 
 fn print_report(plan: &PrunePlan, report: &PruneReport, dry_run: bool) {
     if !report.temporaries.is_empty() {
-        println!(
-            "{} {} left by interrupted writes ({}){}",
-            report.temporaries.len(),
-            output::plural(
-                report.temporaries.len(),
-                "temporary file",
-                "temporary files"
-            ),
+        outln!(
+            "{} left by interrupted writes ({}){}",
+            strata_core::format::count(report.temporaries.len() as u64, "temporary file"),
             output::bytes(report.temporaries.iter().map(|t| t.size).sum()),
             if dry_run {
                 "; would remove them"
@@ -178,28 +173,28 @@ fn print_report(plan: &PrunePlan, report: &PruneReport, dry_run: bool) {
         );
     }
     if dry_run {
-        println!("dry run: nothing was changed");
+        outln!("dry run: nothing was changed");
         return;
     }
     let s = &report.sweep;
     if plan.is_empty() && s.deleted_packs == 0 && s.rescued_packs == 0 && s.waiting_packs == 0 {
-        println!("nothing to prune");
+        outln!("nothing to prune");
         return;
     }
-    println!(
-        "repacked {} blobs; deleted {} packs ({})",
-        report.repacked_blobs,
-        s.deleted_packs,
+    outln!(
+        "repacked {}; deleted {} ({})",
+        strata_core::format::count(report.repacked_blobs as u64, "blob"),
+        strata_core::format::count(s.deleted_packs as u64, "pack"),
         output::bytes(s.deleted_bytes)
     );
     if s.rescued_packs > 0 {
-        println!(
+        outln!(
             "{} condemned packs are needed by snapshots written since and were indexed again",
             s.rescued_packs
         );
     }
     if s.waiting_packs > 0 {
-        println!(
+        outln!(
             "{} packs ({}) wait for commands that were running to finish; the next prune deletes them",
             s.waiting_packs,
             output::bytes(s.waiting_bytes)

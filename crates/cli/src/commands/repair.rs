@@ -66,16 +66,16 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
 fn index(global: &GlobalArgs, repo: &Repository) -> Result<u8> {
     let r = repair::rebuild_index(repo)?;
     for (name, e) in &r.unreadable {
-        eprintln!("warning: pack {name}: header unreadable, its blobs are not indexed: {e}");
+        errln!("warning: pack {name}: header unreadable, its blobs are not indexed: {e}");
     }
     if global.json {
-        println!(
+        outln!(
             "{}",
             json!({"packs": r.packs, "blobs": r.blobs, "unreadable_packs": r.unreadable.len(),
                    "removed_index_files": r.removed_index_files, "new_index": r.new_index.map(|i| i.to_hex())})
         );
     } else if !global.quiet {
-        println!(
+        outln!(
             "indexed {} blobs in {} packs; replaced {} index files{}",
             r.blobs,
             r.packs,
@@ -107,7 +107,7 @@ fn snapshots(
     })?;
     let (chosen, unreadable) = choose(repo, args)?;
     for (name, e) in &unreadable {
-        eprintln!("warning: snapshot {name} is unreadable and cannot be repaired: {e}");
+        errln!("warning: snapshot {name} is unreadable and cannot be repaired: {e}");
     }
     let plan = rs::plan(
         repo,
@@ -150,7 +150,7 @@ fn choose(repo: &Repository, args: &SnapshotArgs) -> Result<Chosen> {
     }
     let mut chosen: Vec<(Id, Snapshot)> = Vec::new();
     for sel in &args.snapshots {
-        let found = strata_core::select::find_in(snaps.clone(), sel, &filter)?;
+        let found = strata_core::select::find_listed(snaps.clone(), &bad, sel, &filter)?;
         if !chosen.iter().any(|(id, _)| *id == found.0) {
             chosen.push(found);
         }
@@ -165,7 +165,7 @@ fn print_text(plan: &rs::RepairPlan, done: &rs::Executed, dry_run: bool) {
     }
     let count =
         |f: fn(&rs::Outcome) -> bool| plan.snapshots.iter().filter(|p| f(&p.outcome)).count();
-    println!(
+    outln!(
         "{} snapshots: {} intact, {} {}repaired, {} beyond repair{}",
         plan.snapshots.len(),
         count(|o| *o == rs::Outcome::Intact),
@@ -194,29 +194,33 @@ fn print_snapshot(p: &rs::SnapshotPlan) {
     match &p.outcome {
         rs::Outcome::Intact => {}
         rs::Outcome::Repaired { removed, .. } => {
-            println!("{}: {} entries removed", head(), removed.len());
+            outln!(
+                "{}: {} removed",
+                head(),
+                strata_core::format::count(removed.len() as u64, "entry")
+            );
             for r in removed {
-                println!("  - {}: {}", output::path(&r.path), r.reason);
+                outln!("  - {}: {}", output::path(&r.path), r.reason);
             }
         }
-        rs::Outcome::Lost { reason } => println!("{}: nothing can be kept: {reason}", head()),
+        rs::Outcome::Lost { reason } => outln!("{}: nothing can be kept: {reason}", head()),
     }
 }
 
 /// What became of one damaged snapshot.
 fn print_fate(p: &rs::SnapshotPlan, done: &rs::Executed, dry_run: bool) {
     if let Some(earlier) = p.replaced_by {
-        println!("  already replaced by snapshot {}", earlier.short());
+        outln!("  already replaced by snapshot {}", earlier.short());
     }
     if dry_run {
         return;
     }
     let new = done.replacements.iter().find(|(old, _)| *old == p.id);
     if let Some((_, new)) = new.filter(|_| p.replaced_by.is_none()) {
-        println!("  saved as snapshot {}", new.short());
+        outln!("  saved as snapshot {}", new.short());
     }
     if done.forgotten.contains(&p.id) {
-        println!("  removed snapshot {}", p.id.short());
+        outln!("  removed snapshot {}", p.id.short());
     }
 }
 

@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long)]
     verify: bool,
     /// Parallel pack readers.
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = super::parse_threads)]
     threads: usize,
     #[command(flatten)]
     filter: FilterArgs,
@@ -61,6 +61,9 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let repo = repo::open(global)?;
     let (selector, subpath) = super::split_selector(&args.snapshot)?;
     let (id, snap) = strata_core::select::find(&repo, &selector, &args.filter.filter()?)?;
+    // The path as backed up (`/home/me/src/x`) names the same as the
+    // stored one (`/src/x`).
+    let subpath = subpath.map(|p| snap.stored_path(&p));
     let opts = RestoreOptions {
         target: args.target.clone(),
         subpath,
@@ -89,7 +92,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let s = restore::run(&repo, snap.tree, &opts, p)?;
     let secs = started.elapsed().as_secs_f64();
     if global.json {
-        println!(
+        outln!(
             "{}",
             json!({"message_type": "summary", "snapshot_id": id.to_hex(), "files": s.files, "files_unchanged": s.files_unchanged,
                    "files_skipped": s.files_skipped,
@@ -98,7 +101,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
                    "warnings": s.warnings, "failed": s.failed, "verified": s.verified, "verify_failures": s.verify_failures, "seconds": secs})
         );
     } else if !global.quiet {
-        println!(
+        outln!(
             "restored snapshot {} to {}: {} files ({} unchanged, {} existing left alone), {} dirs, {} other, {} written, {} deleted in {secs:.2}s",
             id.short(),
             args.target.display(),
@@ -111,27 +114,27 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
             s.deleted
         );
         if args.verify {
-            println!(
+            outln!(
                 "verified {} files, {} failed",
-                s.verified, s.verify_failures
+                s.verified,
+                s.verify_failures
             );
         }
     }
     if !s.incomplete.is_empty() && !global.json {
-        eprintln!(
-            "{} {} could not be restored (damaged or missing data, or a write error); what was at their paths before is left as it was:",
-            s.incomplete.len(),
-            crate::output::plural(s.incomplete.len(), "file", "files"),
+        errln!(
+            "{} could not be restored (damaged or missing data, or a write error); what was at their paths before is left as it was:",
+            strata_core::format::count(s.incomplete.len() as u64, "entry"),
         );
         for (path, error) in &s.incomplete {
-            eprintln!("  {}: {error}", crate::output::path(path));
+            errln!("  {}: {error}", crate::output::path(path));
         }
     }
-    if s.failed > 0 && !global.quiet {
-        eprintln!(
-            "{} {} could not be restored (see the warnings above)",
-            s.failed,
-            crate::output::plural(s.failed as usize, "entry", "entries"),
+    let others = s.failed.saturating_sub(s.incomplete.len() as u64);
+    if others > 0 && !global.quiet {
+        errln!(
+            "{} could not be restored (see the warnings above)",
+            strata_core::format::count(others, "more entry"),
         );
     }
     Ok(if s.verify_failures > 0 {

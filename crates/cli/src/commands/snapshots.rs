@@ -34,7 +34,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let filter = args.filter.filter()?;
     let (snaps, bad) = repo.snapshots()?;
     for (name, e) in &bad {
-        eprintln!("warning: snapshot {name}: {e}");
+        errln!("warning: snapshot {name}: {e}");
     }
     let snaps: Vec<_> = snaps
         .into_iter()
@@ -42,7 +42,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         .collect();
     if global.json {
         let list: Vec<_> = snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect();
-        println!("{}", serde_json::Value::Array(list));
+        outln!("{}", serde_json::Value::Array(list));
         return Ok(crate::exit::OK);
     }
     let rows: Vec<Vec<String>> = snaps
@@ -63,6 +63,9 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         })
         .collect();
     output::table(&["ID", "Time", "Host", "Tags", "Paths", "Size"], &rows);
-    println!("{} snapshots", rows.len());
+    outln!(
+        "{}",
+        strata_core::format::count(rows.len() as u64, "snapshot")
+    );
     Ok(crate::exit::OK)
 }

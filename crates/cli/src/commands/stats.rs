@@ -27,13 +27,21 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let repo = repo::open(global)?;
     repo.load_index()?;
     let filter = args.filter.filter()?;
-    let (all, _) = repo.snapshots()?;
+    let (all, bad) = repo.snapshots()?;
+    for (name, e) in &bad {
+        errln!("warning: snapshot {name} is left out: {e}");
+    }
     let mut chosen: Vec<_> = if args.snapshots.is_empty() {
         all.into_iter().filter(|(_, s)| filter.matches(s)).collect()
     } else {
         let mut v = Vec::new();
         for sel in &args.snapshots {
-            v.push(strata_core::select::find_in(all.clone(), sel, &filter)?);
+            v.push(strata_core::select::find_listed(
+                all.clone(),
+                &bad,
+                sel,
+                &filter,
+            )?);
         }
         v
     };
@@ -45,7 +53,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
             .map(|a| json!({"id": a.id.to_hex(), "short_id": a.id.short(), "restore_size": a.restore_size,
                             "added_blobs": a.blobs, "added_size": a.size, "added_stored": a.stored}))
             .collect();
-        println!(
+        outln!(
             "{}",
             json!({"snapshots": stats.snapshots, "files": stats.files, "restore_size": stats.restore_size,
                    "unique_size": stats.unique_size, "stored_size": stats.stored_size, "blobs": stats.blobs,
@@ -72,21 +80,21 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
             &["ID", "Time", "Restore size", "Added", "Added (stored)"],
             &rows,
         );
-        println!();
+        outln!();
     }
-    println!("Snapshots:          {}", stats.snapshots);
-    println!("Files:              {}", stats.files);
-    println!("Restore size:       {}", bytes(stats.restore_size));
-    println!(
+    outln!("Snapshots:          {}", stats.snapshots);
+    outln!("Files:              {}", stats.files);
+    outln!("Restore size:       {}", bytes(stats.restore_size));
+    outln!(
         "Unique data:        {}  (deduplication ×{:.2})",
         bytes(stats.unique_size),
         stats.dedup_ratio()
     );
-    println!(
+    outln!(
         "Stored:             {}  (compression ×{:.2})",
         bytes(stats.stored_size),
         stats.compression_ratio()
     );
-    println!("Blobs / packs:      {} / {}", stats.blobs, stats.packs);
+    outln!("Blobs / packs:      {} / {}", stats.blobs, stats.packs);
     Ok(crate::exit::OK)
 }

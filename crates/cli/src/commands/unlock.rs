@@ -14,7 +14,10 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let repo = repo::open(global)?;
     let removed = repo.unlock(args.remove_all)?;
     if !global.quiet {
-        println!("removed {} lock(s)", removed.len());
+        outln!(
+            "removed {}",
+            strata_core::format::count(removed.len() as u64, "lock")
+        );
     }
     Ok(crate::exit::OK)
 }

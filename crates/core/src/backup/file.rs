@@ -124,6 +124,7 @@ fn read_and_save(
     };
     let mut content = Vec::new();
     let sink = |chunk: &[u8]| -> Result<(), Error> {
+        crate::interrupt::check()?;
         let saved = saver.save(BlobKind::Data, chunk)?;
         content.push(saved.id);
         if saved.added {

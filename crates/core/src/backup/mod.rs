@@ -95,7 +95,9 @@ const PREFETCHERS: usize = 2;
 /// The reply of a worker: the file's node (with content) or why it failed.
 type FileReply = (Node, Result<FileOutcome, FileError>);
 /// Files handed to workers and not yet collected, with their paths.
-type Pending = Vec<(PathBuf, Receiver<FileReply>)>;
+/// Files being read by the workers, with what the parent snapshot held at
+/// their path: `None` if nothing, else its contents (if it was a file).
+type Pending = Vec<(PathBuf, Option<Option<Vec<Id>>>, Receiver<FileReply>)>;
 
 struct Job {
     path: PathBuf,
@@ -163,7 +165,7 @@ pub fn run(
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
-        opts.threads
+        opts.threads.min(crate::MAX_THREADS)
     };
     let (jobs_tx, jobs_rx) = bounded::<Job>(QUEUE);
     let chunker = crate::chunker::Chunker::new(&repo.config().chunker);
@@ -175,7 +177,7 @@ pub fn run(
         .filter(|p| p.symlink_metadata().is_ok_and(|m| m.is_dir()))
         .collect();
     let prefetch = prefetch::Prefetch::new(dirs, &walk_done, &excluder);
-    let (tree_id, mut summary) = std::thread::scope(|scope| -> Result<(Id, Summary)> {
+    let walked = std::thread::scope(|scope| -> Result<(Id, Summary)> {
         // Only when a parent lets most files go unread: then the walk is the
         // backup. Without one, workers keep both cores busy on their own.
         if parent_tree.is_some() {
@@ -211,7 +213,19 @@ pub fn run(
         walk_done.store(true, std::sync::atomic::Ordering::Relaxed);
         drop(walker.jobs); // lets the workers finish
         Ok((tree_id?, walker.summary))
-    })?;
+    });
+    if walked
+        .as_ref()
+        .is_err_and(|e| e.kind() == crate::ErrorKind::Interrupted)
+    {
+        // Stopped by the user: index what was stored, so that the next
+        // backup reuses it instead of reading it again. No snapshot.
+        let _ = saver
+            .flush()
+            .and_then(|()| lock.check())
+            .and_then(|()| saver.finish());
+    }
+    let (tree_id, mut summary) = walked?;
     // Without a lock, a prune may already have condemned blobs this backup
     // deduplicated against: writing the index and snapshot could then
     // publish references to data about to be deleted (docs/design.md).
@@ -253,10 +267,7 @@ fn top_level(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>> {
         let abs = normalize(&abs);
         p.symlink_metadata()
             .map_err(|e| Error::io(p, "cannot back up", e))?;
-        let name = abs
-            .file_name()
-            .map(|n| n.as_bytes().to_vec())
-            .unwrap_or_else(|| b"root".to_vec());
+        let name = stored_name(&abs);
         if let Some(other) = seen.insert(name.clone(), abs.clone()) {
             return Err(Error::invalid(format!(
                 "{} and {} would both be stored as {:?} at the top of the snapshot; back them up separately or give their common parent",
@@ -342,6 +353,7 @@ impl Walker<'_> {
         nodes: &mut Vec<Node>,
         pending: &mut Pending,
     ) -> Result<()> {
+        crate::interrupt::check()?;
         let meta = match meta {
             Ok(m) => m,
             Err(e) => {
@@ -374,11 +386,8 @@ impl Walker<'_> {
                         .file_done(path, &FileOutcome::unchanged(node.size));
                     nodes.push(node);
                 } else {
-                    if parent.is_some() {
-                        self.summary.files_changed += 1;
-                    } else {
-                        self.summary.files_new += 1;
-                    }
+                    let previous =
+                        parent.map(|p| p.content.clone().filter(|_| p.kind == NodeKind::File));
                     let (tx, rx) = bounded(1);
                     let job = Job {
                         path: path.to_path_buf(),
@@ -389,7 +398,7 @@ impl Walker<'_> {
                     self.jobs
                         .send(job)
                         .map_err(|_| Error::invalid("backup workers stopped"))?;
-                    pending.push((path.to_path_buf(), rx));
+                    pending.push((path.to_path_buf(), previous, rx));
                 }
             }
             NodeKind::Dir => {
@@ -406,6 +415,10 @@ impl Walker<'_> {
                     self.progress.dir_done(path);
                     nodes.push(node);
                 }
+            }
+            NodeKind::Symlink => {
+                self.summary.symlinks += 1;
+                nodes.push(node);
             }
             _ => {
                 self.summary.other_nodes += 1;
@@ -425,7 +438,14 @@ impl Walker<'_> {
         let parent = parent_tree.as_ref().map(|(_, t)| t);
         let mut nodes = Vec::new();
         let mut pending = Vec::new();
-        if !self.excluder.excludes_dir_contents(path) {
+        let pseudo = self.excluder.pseudo_filesystem(path, dev);
+        if let Some(fs) = pseudo {
+            self.progress.warning(
+                path,
+                &format!("a {fs} pseudo filesystem: stored as an empty directory (--pseudo-filesystems reads it)"),
+            );
+        }
+        if pseudo.is_none() && !self.excluder.excludes_dir_contents(path) {
             // DirEntry::metadata is an fstatat relative to the open
             // directory: no path walk from the root for every entry.
             let mut entries: Vec<(std::ffi::OsString, std::io::Result<std::fs::Metadata>)> =
@@ -475,9 +495,18 @@ impl Walker<'_> {
     }
 
     fn collect(&mut self, pending: Pending, nodes: &mut Vec<Node>) -> Result<()> {
-        for (path, rx) in pending {
+        for (path, previous, rx) in pending {
             match rx.recv() {
                 Ok((node, Ok(outcome))) => {
+                    // Read again only because its times were too recent to
+                    // trust (or --force): unchanged if its contents are.
+                    match previous {
+                        None => self.summary.files_new += 1,
+                        Some(Some(c)) if node.content.as_ref() == Some(&c) => {
+                            self.summary.files_reread += 1
+                        }
+                        Some(_) => self.summary.files_changed += 1,
+                    }
                     self.summary.bytes_read += outcome.bytes_read;
                     self.summary.total_bytes += node.size;
                     self.summary.blobs_added += outcome.blobs_added;
@@ -549,4 +578,13 @@ fn find_node<'t>(tree: &'t Tree, name: &[u8]) -> Option<&'t Node> {
 /// The name a path gets inside its parent directory.
 pub fn name_of(path: &Path) -> &[u8] {
     path.file_name().map(OsStr::as_bytes).unwrap_or(b"")
+}
+
+/// The name a backed-up path gets at the top of the snapshot: its last
+/// component, or `root` for `/`.
+pub fn stored_name(abs: &Path) -> Vec<u8> {
+    match name_of(abs) {
+        b"" => b"root".to_vec(),
+        name => name.to_vec(),
+    }
 }

@@ -72,6 +72,9 @@ impl<'a> Prefetch<'a> {
         let Ok(dev) = dir.symlink_metadata().map(|m| m.dev()) else {
             return;
         };
+        if self.excluder.pseudo_filesystem(dir, dev).is_some() {
+            return;
+        }
         let mut subdirs = Vec::new();
         for entry in rd.flatten() {
             if self.stop.load(Ordering::Relaxed) {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use super::{CheckReport, Lost};
 use crate::error::Result;
-use crate::format::display_bytes;
+use crate::format::quote_bytes;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
 use crate::repository::{Index, Repository};
@@ -57,7 +57,7 @@ pub(super) fn check(repo: &Repository, lost_packs: &Lost, report: &mut CheckRepo
     for (id, snap) in &snaps {
         if trees.leads_to_damage(snap.tree) {
             report.damaged_snapshots.push(*id);
-            trees.collect(snap.tree, "/", *id, &mut found);
+            trees.collect(snap.tree, b"/", *id, &mut found);
         }
     }
     report.errors.extend(found.messages());
@@ -119,7 +119,7 @@ impl Trees {
     /// Record, for `snapshot`, the damage under tree `id` found at `path`,
     /// descending only into subtrees that lead to damage (and, as trees
     /// cannot contain themselves, never in circles).
-    fn collect(&mut self, id: Id, path: &str, snapshot: Id, found: &mut Findings) {
+    fn collect(&mut self, id: Id, path: &[u8], snapshot: Id, found: &mut Findings) {
         if !self.leads_to_damage(id) {
             return;
         }
@@ -128,14 +128,14 @@ impl Trees {
         };
         for d in &info.damage {
             let at = match &d.entry {
-                Some(name) => format!("{path}{}", display_bytes(name)),
-                None => path.to_string(),
+                Some(name) => [path, name].concat(),
+                None => path.to_vec(),
             };
-            found.add(&at, &d.message, snapshot);
+            found.add(&quote_bytes(&at), &d.message, snapshot);
         }
         let subs = info.subtrees.clone();
         for (name, sub) in subs {
-            let child = format!("{path}{}/", display_bytes(&name));
+            let child = [path, &name, b"/"].concat();
             self.collect(sub, &child, snapshot, found);
         }
     }

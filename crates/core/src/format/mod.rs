@@ -242,9 +242,107 @@ pub fn display_bytes(bytes: &[u8]) -> String {
     out
 }
 
+/// Bytes (a file name or path) as text that names them unambiguously, in
+/// the shell's quoting as GNU `ls` writes it: as they are when every
+/// character is plain (letters, digits, `-_./,:@+%=`, printable non-ASCII);
+/// else in single quotes when that is enough; else as `$'…'` with `\n`,
+/// `\t`, `\\`, `\'` and `\xNN` for control characters and bytes that are
+/// not UTF-8. A newline can then never split an entry, an escape sequence
+/// never reaches the terminal, and the byte 0xff (`$'\xff'`) differs from
+/// a name written `\xff` (`'\xff'`).
+pub fn quote_bytes(bytes: &[u8]) -> String {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return dollar_quote(bytes);
+    };
+    let plain = |c: char| {
+        c.is_ascii_alphanumeric() || "-_./,:@+%=".contains(c) || (!c.is_ascii() && !c.is_control())
+    };
+    if !text.is_empty() && text.chars().all(plain) && !text.starts_with('-') {
+        return text.to_string();
+    }
+    if text.chars().any(|c| c.is_control() || c == '\'') {
+        return dollar_quote(bytes);
+    }
+    format!("'{text}'")
+}
+
+fn dollar_quote(bytes: &[u8]) -> String {
+    let mut out = String::from("$'");
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                '\\' => out.push_str("\\\\"),
+                '\'' => out.push_str("\\'"),
+                c if c.is_control() => {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out.push_str(&format!("\\x{b:02x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// `n` and a noun, in the plural unless `n` is 1: "1 snapshot",
+/// "2 snapshots", "3 entries".
+pub fn count(n: impl Into<u64>, singular: &str) -> String {
+    let n: u64 = n.into();
+    if n == 1 {
+        return format!("1 {singular}");
+    }
+    match singular.strip_suffix('y') {
+        Some(stem) if !stem.ends_with(['a', 'e', 'o', 'u']) => format!("{n} {stem}ies"),
+        _ => format!("{n} {singular}s"),
+    }
+}
+
+/// Bytes as base64 (standard alphabet, padded): the lossless form of a
+/// name that is not UTF-8, for JSON.
+pub fn base64_bytes(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_quoted_unambiguously() {
+        assert_eq!(quote_bytes(b"etc/hosts"), "etc/hosts");
+        assert_eq!(quote_bytes("caf\u{e9}.txt".as_bytes()), "caf\u{e9}.txt");
+        assert_eq!(quote_bytes(b"my file"), "'my file'");
+        assert_eq!(quote_bytes(b"a\nb"), "$'a\\nb'");
+        assert_eq!(quote_bytes(b"\x1b[31mred"), "$'\\x1b[31mred'");
+        assert_eq!(quote_bytes(b"\xff"), "$'\\xff'");
+        assert_eq!(quote_bytes(b"\\xff"), "'\\xff'");
+        assert_eq!(quote_bytes(b"it's"), "$'it\\'s'");
+        assert_eq!(quote_bytes(b"$'x'"), "$'$\\'x\\''");
+        assert_eq!(quote_bytes(b""), "''");
+        assert_eq!(quote_bytes(b"-rf"), "'-rf'");
+        // Every distinct name gets a distinct quoting.
+        let names: [&[u8]; 6] = [
+            b"\xff",
+            b"\\xff",
+            b"$'\\xff'",
+            b"'\\xff'",
+            b"a\nb",
+            b"a\\nb",
+        ];
+        let quoted: std::collections::HashSet<String> =
+            names.iter().map(|n| quote_bytes(n)).collect();
+        assert_eq!(quoted.len(), names.len());
+    }
 
     #[test]
     fn payload_round_trip_and_choice() {

@@ -1,5 +1,7 @@
 //! Snapshot files: one per backup, naming the root tree. Sealed CBOR.
 
+use std::os::unix::ffi::OsStrExt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::id::Id;
@@ -36,7 +38,15 @@ pub struct Summary {
     pub files_new: u64,
     pub files_changed: u64,
     pub files_unchanged: u64,
+    /// Files read again although their metadata matched the parent (too
+    /// recent to trust, or `--force`) whose contents turned out unchanged.
+    #[serde(default)]
+    pub files_reread: u64,
     pub dirs: u64,
+    /// Symbolic links.
+    #[serde(default)]
+    pub symlinks: u64,
+    /// Fifos, devices and sockets.
     pub other_nodes: u64,
     pub errors: u64,
     /// Bytes read from files (not counting unchanged files).
@@ -54,4 +64,80 @@ pub struct Summary {
     /// are re-read by the next backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_start: Option<jiff::Timestamp>,
+}
+
+impl Snapshot {
+    /// A path inside this snapshot as it is stored. Backup stores each of
+    /// its paths under its last component (`/home/me/src` as `/src`, `/` as
+    /// `/root`), while `snapshots` shows the paths as given: a path equal
+    /// to or under one of [`Snapshot::paths`] is mapped to the stored one;
+    /// any other is taken as stored already.
+    pub fn stored_path(&self, path: &[u8]) -> Vec<u8> {
+        let trimmed = trim_slashes(path);
+        let best = self
+            .paths
+            .iter()
+            .map(|p| trim_slashes(p.as_bytes()))
+            .filter(|p| {
+                trimmed == *p
+                    || (trimmed.starts_with(p)
+                        && (p.is_empty() || trimmed.get(p.len()) == Some(&b'/')))
+            })
+            .max_by_key(|p| p.len());
+        match best {
+            Some(p) => {
+                let name = crate::backup::stored_name(std::path::Path::new(
+                    std::ffi::OsStr::from_bytes(if p.is_empty() { b"/" } else { p }),
+                ));
+                [b"/".as_slice(), &name, &trimmed[p.len()..]].concat()
+            }
+            None => path.to_vec(),
+        }
+    }
+}
+
+/// `path` without trailing slashes (`/` becomes empty).
+fn trim_slashes(path: &[u8]) -> &[u8] {
+    let mut end = path.len();
+    while end > 0 && path[end - 1] == b'/' {
+        end -= 1;
+    }
+    &path[..end]
+}
+
+#[cfg(test)]
+mod stored_path_tests {
+    use super::*;
+
+    fn snap(paths: &[&str]) -> Snapshot {
+        Snapshot {
+            version: 1,
+            time: jiff::Timestamp::UNIX_EPOCH,
+            tree: crate::Id::default(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            hostname: String::new(),
+            username: String::new(),
+            uid: 0,
+            gid: 0,
+            tags: vec![],
+            parent: None,
+            original: None,
+            partial: false,
+            summary: None,
+            program_version: String::new(),
+        }
+    }
+
+    #[test]
+    fn paths_as_backed_up_did_not_match_the_stored_ones() {
+        let s = snap(&["/home/me/src", "/etc"]);
+        assert_eq!(s.stored_path(b"/home/me/src/a.txt"), b"/src/a.txt");
+        assert_eq!(s.stored_path(b"/home/me/src"), b"/src");
+        assert_eq!(s.stored_path(b"/home/me/src/"), b"/src");
+        assert_eq!(s.stored_path(b"/etc/hosts"), b"/etc/hosts");
+        assert_eq!(s.stored_path(b"/src/a.txt"), b"/src/a.txt");
+        assert_eq!(s.stored_path(b"/home/me/srcx/a"), b"/home/me/srcx/a");
+        let root = snap(&["/"]);
+        assert_eq!(root.stored_path(b"/etc/hosts"), b"/root/etc/hosts");
+    }
 }

@@ -292,6 +292,9 @@ fn read_locks(
         let info = match storage.read(ObjectKind::Lock, &other.name) {
             Ok(data) => open_object::<LockInfo>(key, ad::LOCK, &data, "lock").ok(),
             Err(e) if e.kind() == ErrorKind::Missing => return Ok(None),
+            // Damaged (or not a file): an unknown lock, like one that fails
+            // to decode; `unlock --remove-all` removes it.
+            Err(e) if e.kind() == ErrorKind::Corrupted => None,
             Err(e) => return Err(e),
         };
         if let Some(i) = info.as_ref().filter(|i| i.is_stale(timing)) {

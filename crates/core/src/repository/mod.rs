@@ -3,6 +3,7 @@
 mod index;
 pub mod lock;
 mod trees;
+pub use trees::TreeBatch;
 
 pub use index::{BlobLocation, Index};
 pub use lock::{FoundLock, LockGuard, LockInfo, LockKind, LockTiming};
@@ -81,17 +82,30 @@ impl Repository {
         })
     }
 
-    /// Open an existing repository with a password.
-    pub fn open(storage: Arc<dyn Storage>, password: &[u8]) -> Result<Repository> {
-        if storage.list(ObjectKind::Config)?.is_empty() {
-            return Err(Error::new(
+    /// Whether `storage` holds a repository, without a password: an error
+    /// of kind `RepositoryNotFound` if it holds nothing, `Corrupted` if it
+    /// holds a repository's objects but no config.
+    pub fn ensure_exists(storage: &dyn Storage) -> Result<()> {
+        if !storage.list(ObjectKind::Config)?.is_empty() {
+            return Ok(());
+        }
+        match refuse_existing(storage) {
+            Ok(()) => Err(Error::new(
                 ErrorKind::RepositoryNotFound,
                 format!(
                     "there is no repository at {} (create one with `strata init`)",
                     storage.location()
                 ),
-            ));
+            )),
+            Err(e) => Err(Error::corrupted(format!(
+                "{e}. The repository cannot be opened without it"
+            ))),
         }
+    }
+
+    /// Open an existing repository with a password.
+    pub fn open(storage: Arc<dyn Storage>, password: &[u8]) -> Result<Repository> {
+        Repository::ensure_exists(storage.as_ref())?;
         let sealed = storage.read(ObjectKind::Config, "config")?;
         let (key, config, key_name) = unwrap_any_key(storage.as_ref(), password, &sealed)?;
         if config.version != VERSION {
@@ -125,6 +139,24 @@ impl Repository {
     /// Take a lock, held (and refreshed) until the guard is dropped.
     pub fn lock(&self, kind: LockKind) -> Result<LockGuard> {
         lock::acquire(&self.storage, &self.key, kind, self.lock_timing)
+    }
+
+    /// A shared lock for a command that only reads (restore, check). On
+    /// storage that cannot be written (a read-only mount, an archive made
+    /// read-only) the command goes on without one, with a warning: reading
+    /// is still exact, but a prune running at the same time is not kept
+    /// from deleting what it reads.
+    pub fn read_lock(&self) -> Result<Option<LockGuard>> {
+        match self.lock(LockKind::Shared) {
+            Ok(guard) => Ok(Some(guard)),
+            Err(e) if e.is_read_only() => {
+                tracing::warn!(
+                    "cannot take a lock ({e}): going on without one, as for a read-only repository; make sure no prune runs meanwhile"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Change how often locks are refreshed and when they are stale
@@ -448,7 +480,7 @@ impl Repository {
     /// The node at `path` (components separated by `/`, as raw bytes) under
     /// the tree `root`; `None` for an empty path (the root itself).
     pub fn find_node(&self, root: Id, path: &[u8]) -> Result<Option<crate::format::tree::Node>> {
-        let shown = crate::format::display_bytes(path);
+        let shown = crate::format::quote_bytes(path);
         let parts: Vec<&[u8]> = path
             .split(|&b| b == b'/')
             .filter(|p| !p.is_empty())
@@ -472,6 +504,36 @@ impl Repository {
             found = Some(node);
         }
         Ok(found)
+    }
+
+    /// The node at `path` in `snap`, given as backed up (`/home/me/src/x`)
+    /// or as stored (`/src/x`); `None` for the root. A path whose first
+    /// component is not at the snapshot's top is refused with a list of
+    /// what is there.
+    pub fn find_in_snapshot(
+        &self,
+        snap: &crate::format::snapshot::Snapshot,
+        path: &[u8],
+    ) -> Result<Option<crate::format::tree::Node>> {
+        let stored = snap.stored_path(path);
+        let first = stored.split(|&b| b == b'/').find(|p| !p.is_empty());
+        if let Some(first) = first {
+            let top = self.load_tree(&snap.tree)?;
+            if !top.nodes.iter().any(|n| n.name == first) {
+                let names: Vec<String> = top
+                    .nodes
+                    .iter()
+                    .map(|n| crate::format::quote_bytes(&[b"/", n.name.as_slice()].concat()))
+                    .collect();
+                return Err(Error::missing(format!(
+                    "{} is not in the snapshot; its top level holds {} (backed up from {})",
+                    crate::format::quote_bytes(path),
+                    names.join(", "),
+                    snap.paths.join(", ")
+                )));
+            }
+        }
+        self.find_node(snap.tree, &stored)
     }
 
     /// Like [`Repository::open_blob`] without allocating: decrypts `sealed`
@@ -613,6 +675,15 @@ fn refuse_existing(storage: &dyn Storage) -> Result<()> {
     ))
 }
 
+/// A restic key file: JSON with an scrypt KDF and its parameters. The two
+/// layouts are alike (keys/, data/, index/, snapshots/, config), so this
+/// is how a restic repository is told apart.
+fn is_restic_key(data: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(data).is_ok_and(|v| {
+        v.get("kdf").and_then(|k| k.as_str()) == Some("scrypt") && v.get("N").is_some()
+    })
+}
+
 /// Objects are named by the hash of their bytes: a mismatch means damage
 /// or an object put in another's place.
 fn check_name(sealed: &[u8], name: &str, what: &str) -> Result<()> {
@@ -635,8 +706,19 @@ fn unwrap_any_key(
     let mut tried = 0;
     let mut last_error = None;
     for info in storage.list(ObjectKind::Key)? {
-        let data = storage.read(ObjectKind::Key, &info.name)?;
-        let key = KeyFile::from_json(&data).and_then(|k| k.unwrap_key(password));
+        let data = storage.read(ObjectKind::Key, &info.name);
+        if data.as_deref().is_ok_and(is_restic_key) {
+            return Err(Error::new(
+                ErrorKind::UnsupportedVersion,
+                format!(
+                    "{} is a restic repository, not a strata one: read it with restic",
+                    storage.location()
+                ),
+            ));
+        }
+        let key = data
+            .and_then(|data| KeyFile::from_json(&data))
+            .and_then(|k| k.unwrap_key(password));
         tried += 1;
         match key.and_then(|key| {
             Ok((
@@ -656,10 +738,22 @@ fn unwrap_any_key(
     if let Some(e) = last_error {
         return Err(e);
     }
+    if tried == 0 {
+        return Err(Error::corrupted(format!(
+            "the repository at {} has no key files (keys/ is empty), so no password can open it: \
+             it is damaged. Put back the key files from a copy of this repository",
+            storage.location()
+        )));
+    }
     Err(Error::new(
         ErrorKind::WrongPassword,
         format!(
-            "wrong password: none of the {tried} key(s) of {} opens with it",
+            "wrong password: {} of {} opens with it",
+            if tried == 1 {
+                "the key".to_string()
+            } else {
+                format!("none of the {tried} keys")
+            },
             storage.location()
         ),
     ))

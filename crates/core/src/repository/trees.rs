@@ -13,6 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::from_cbor;
 use crate::format::tree::Tree;
 use crate::id::Id;
+use crate::storage::ObjectKind;
 
 /// Tree blobs further apart than this are read separately. Tree packs hold
 /// only trees, so a gap costs little next to another request.
@@ -30,12 +31,27 @@ struct Run {
     blobs: Vec<(Id, BlobLocation)>,
 }
 
+/// Trees read together: those that loaded, and why the others did not.
+#[derive(Default)]
+pub struct TreeBatch {
+    pub trees: HashMap<Id, Tree>,
+    /// Trees no copy of which could be read (damaged or missing), with
+    /// the reason: the walk goes on without them.
+    pub damaged: HashMap<Id, String>,
+}
+
 impl Repository {
-    /// The trees `ids` (duplicates allowed), by id.
-    pub fn load_trees(&self, ids: &[Id]) -> Result<HashMap<Id, Tree>> {
-        let runs = self.tree_runs(ids)?;
+    /// The trees `ids` (duplicates allowed). A tree whose copy is damaged is
+    /// read from another copy if there is one, else reported in
+    /// [`TreeBatch::damaged`]; only storage errors that are not damage
+    /// fail the whole call.
+    pub fn load_trees(&self, ids: &[Id]) -> Result<TreeBatch> {
+        let (runs, unindexed) = self.tree_runs(ids);
         let next = AtomicUsize::new(0);
-        let found: Mutex<Result<HashMap<Id, Tree>>> = Mutex::new(Ok(HashMap::new()));
+        let found: Mutex<Result<TreeBatch>> = Mutex::new(Ok(TreeBatch {
+            damaged: unindexed,
+            ..TreeBatch::default()
+        }));
         std::thread::scope(|scope| {
             for _ in 0..READERS.min(runs.len()) {
                 scope.spawn(|| {
@@ -43,7 +59,18 @@ impl Repository {
                         let trees = self.read_run(run);
                         let mut found = found.lock().unwrap_or_else(|p| p.into_inner());
                         match (&mut *found, trees) {
-                            (Ok(map), Ok(trees)) => map.extend(trees),
+                            (Ok(batch), Ok(trees)) => {
+                                for (id, tree) in trees {
+                                    match tree {
+                                        Ok(t) => {
+                                            batch.trees.insert(id, t);
+                                        }
+                                        Err(e) => {
+                                            batch.damaged.insert(id, e.to_string());
+                                        }
+                                    }
+                                }
+                            }
                             (Ok(_), Err(e)) => *found = Err(e),
                             (Err(_), _) => break,
                         }
@@ -55,14 +82,20 @@ impl Repository {
     }
 
     /// Group the trees by pack and merge nearby ones into runs.
-    fn tree_runs(&self, ids: &[Id]) -> Result<Vec<Run>> {
+    /// Also returns the trees no index lists.
+    fn tree_runs(&self, ids: &[Id]) -> (Vec<Run>, HashMap<Id, String>) {
         let index = self.index();
         let mut by_pack: HashMap<Id, HashMap<Id, BlobLocation>> = HashMap::new();
+        let mut unindexed = HashMap::new();
         for id in ids {
-            let loc = *index
-                .get(id)
-                .ok_or_else(|| Error::missing(format!("tree {id} is not in the index")))?;
-            by_pack.entry(loc.pack).or_default().insert(*id, loc);
+            match index.get(id) {
+                Some(loc) => {
+                    by_pack.entry(loc.pack).or_default().insert(*id, *loc);
+                }
+                None => {
+                    unindexed.insert(*id, format!("tree {id} is not in the index"));
+                }
+            }
         }
         let mut runs = Vec::new();
         for (pack, blobs) in by_pack {
@@ -82,34 +115,86 @@ impl Repository {
         }
         // Largest first, so that one long read does not finish last alone.
         runs.sort_by_key(|r| std::cmp::Reverse(r.end - r.start));
-        Ok(runs)
+        (runs, unindexed)
     }
 
-    fn read_run(&self, run: &Run) -> Result<Vec<(Id, Tree)>> {
+    /// The trees of one run: each verified, or read from another copy
+    /// when its own is damaged (or gone: a prune moved it, docs/design.md
+    /// "Prune"), or an error of its own. Storage errors that are not
+    /// damage fail the whole run.
+    fn read_run(&self, run: &Run) -> Result<Vec<(Id, Result<Tree>)>> {
         let name = run.pack.to_hex();
-        let open = |bytes: &[u8]| -> Result<Vec<(Id, Tree)>> {
-            run.blobs
-                .iter()
-                .map(|(id, loc)| {
-                    let from = (u64::from(loc.offset) - run.start) as usize;
-                    let sealed = &bytes[from..from + loc.length as usize];
-                    let plain = self
-                        .open_blob(id, loc.kind, sealed, loc.raw_length)
-                        .map_err(|e| e.context(format!("pack {name}")))?;
-                    Ok((*id, from_cbor(&plain, &format!("tree {id}"))?))
-                })
-                .collect()
+        let elsewhere = |id: &Id, failed: Error| -> Result<Tree> {
+            let avoid = (failed.kind() == ErrorKind::Corrupted).then_some(&run.pack);
+            match self.read_blob_avoiding(id, avoid) {
+                Ok(plain) => from_cbor(&plain, &format!("tree {id}")),
+                Err(e) if e.kind() == ErrorKind::Io => Err(e),
+                // The first failure says best what is wrong with this copy.
+                Err(_) => Err(failed),
+            }
         };
-        match self.read_tree_range(&name, run.start, run.end - run.start, open) {
-            // A prune moved these trees (docs/design.md, "Prune"): read each
-            // where the index now says.
-            Err(e) if e.kind() == ErrorKind::Missing => run
-                .blobs
-                .iter()
-                .map(|(id, _)| Ok((*id, self.load_tree(id)?)))
-                .collect(),
-            other => other,
+        let bytes = match self.storage.read_metadata_range(
+            ObjectKind::Pack,
+            &name,
+            run.start,
+            run.end - run.start,
+        ) {
+            Ok(bytes) => bytes,
+            Err(e) if is_damage(&e) => {
+                let mut out = Vec::new();
+                for (id, _) in &run.blobs {
+                    let e = Error::new(e.kind(), e.to_string());
+                    out.push((*id, elsewhere(id, e)));
+                }
+                return no_io_error(out);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::with_capacity(run.blobs.len());
+        for (id, loc) in &run.blobs {
+            let from = (u64::from(loc.offset) - run.start) as usize;
+            let open = |sealed: &[u8]| -> Result<Tree> {
+                let plain = self
+                    .open_blob(id, loc.kind, sealed, loc.raw_length)
+                    .map_err(|e| e.context(format!("pack {name}")))?;
+                from_cbor(&plain, &format!("tree {id}"))
+            };
+            let tree = match open(&bytes[from..from + loc.length as usize]) {
+                // Perhaps a cached copy damaged since it was checked: read
+                // the storage itself, then any other copy.
+                Err(e) if is_damage(&e) => self
+                    .storage
+                    .read_range(
+                        ObjectKind::Pack,
+                        &name,
+                        u64::from(loc.offset),
+                        u64::from(loc.length),
+                    )
+                    .and_then(|fresh| open(&fresh))
+                    .or_else(|_| elsewhere(id, e)),
+                other => other,
+            };
+            out.push((*id, tree));
         }
+        no_io_error(out)
+    }
+}
+
+fn is_damage(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::Missing)
+}
+
+/// Per-tree results, unless one failed for a reason that is not damage.
+fn no_io_error(mut out: Vec<(Id, Result<Tree>)>) -> Result<Vec<(Id, Result<Tree>)>> {
+    match out
+        .iter()
+        .position(|(_, r)| r.as_ref().is_err_and(|e| !is_damage(e)))
+    {
+        Some(pos) => match out.swap_remove(pos) {
+            (_, Err(e)) => Err(e),
+            (id, Ok(_)) => Err(Error::invalid(format!("tree {id}: inconsistent result"))),
+        },
+        None => Ok(out),
     }
 }
 

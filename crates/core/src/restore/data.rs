@@ -63,7 +63,7 @@ pub(super) fn fill_files(
         // the others decrypt (docs/benchmarks.md).
         std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
     } else {
-        threads
+        threads.min(crate::MAX_THREADS)
     };
     let next = AtomicUsize::new(0);
     let fatal: Mutex<Option<Error>> = Mutex::new(None);
@@ -77,7 +77,7 @@ pub(super) fn fill_files(
                 if fatal.lock().map(|f| f.is_some()).unwrap_or(true) {
                     break;
                 }
-                if let Err(e) = fill.pack(pack, needs) {
+                if let Err(e) = crate::interrupt::check().and_then(|()| fill.pack(pack, needs)) {
                     if let Ok(mut f) = fatal.lock() {
                         f.get_or_insert(e);
                     }

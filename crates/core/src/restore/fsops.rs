@@ -67,6 +67,12 @@ pub fn put_in_place(tmp: &Path, path: &Path, sync: bool) -> io::Result<()> {
     if sync {
         fs::File::open(tmp)?.sync_all()?;
     }
+    // What is in the way and is not a file (a directory, or a symlink,
+    // which rename would replace anyway) goes only now that the data is
+    // complete.
+    if path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        remove_any(path)?;
+    }
     fs::rename(tmp, path)
 }
 
@@ -175,18 +181,31 @@ pub fn apply_metadata(path: &Path, node: &Node, try_owner: bool) -> Vec<FieldFai
             failures.push(FieldFailure { field, error });
         }
     };
-    if try_owner {
-        fail(
-            "owner",
-            std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)),
-        );
-    }
+    let owned = try_owner && {
+        let chown = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid));
+        let ok = chown.is_ok();
+        fail("owner", chown);
+        ok
+    };
     for x in &node.xattrs {
         let name = std::ffi::OsStr::from_bytes(&x.name);
         fail("xattr", xattr::set(path, name, &x.value));
     }
+    let mut mode = node.mode;
+    // A setuid or setgid program owned by whoever restores it would run
+    // with their rights: without its owner it loses the bits (as with
+    // `cp -p` and `tar`). On directories setgid only means inheritance.
+    if !owned && node.kind != NodeKind::Dir && mode & 0o6000 != 0 {
+        mode &= !0o6000;
+        fail(
+            "setuid/setgid bits",
+            Err(io::Error::other(
+                "cleared, because the file's owner could not be restored",
+            )),
+        );
+    }
     if node.kind != NodeKind::Symlink {
-        fail("mode", chmod_nofollow(path, node.mode));
+        fail("mode", chmod_nofollow(path, mode));
     }
     fail("times", set_times(path, node.atime, node.mtime));
     failures

@@ -22,7 +22,7 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
-use crate::repository::{LockKind, Repository};
+use crate::repository::Repository;
 
 pub use fsops::remove_any;
 
@@ -101,11 +101,11 @@ pub fn run(
     opts: &RestoreOptions,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreSummary> {
-    let _lock = repo.lock(LockKind::Shared)?;
+    let _lock = repo.read_lock()?;
     repo.load_index()?;
     let filter = PathFilter::new(&opts.include, &opts.exclude, opts.delete)?;
     let (roots, start) = resolve_subpath(repo, tree, opts.subpath.as_deref())?;
-    let entries = collect(repo, roots, &start, &filter)?;
+    let (entries, unreadable) = collect(repo, roots, &start, &filter)?;
     let entries = filter.prune(entries);
     std::fs::create_dir_all(&opts.target)
         .map_err(|e| Error::io(&opts.target, "cannot create target", e))?;
@@ -118,6 +118,12 @@ pub fn run(
         skipped: Vec::new(),
         deferred_links: Vec::new(),
     };
+    for (rel, why) in unreadable {
+        state.not_restored(
+            opts.target.join(rel),
+            format!("its directory listing is unreadable: {why}"),
+        );
+    }
     let (jobs, mut created) = state.create_entries(&entries)?;
     let nodes: Vec<&Node> = entries.iter().map(|e| &e.node).collect();
     let filled = match data::fill_files(repo, &jobs, &nodes, opts.threads, progress) {
@@ -128,6 +134,10 @@ pub fn run(
         }
     };
     state.summary.bytes_written += filled.written;
+    if let Err(e) = crate::interrupt::check() {
+        fsops::discard_temporaries(&jobs);
+        return Err(e);
+    }
     state.finalize(&jobs, &filled.failed, &mut created)?;
     state.link_deferred(&entries, &mut created);
     // Verify before metadata: reading may touch atimes, and the metadata
@@ -165,7 +175,7 @@ fn resolve_subpath(
         }
         return Ok((nodes, PathBuf::from("/")));
     }
-    let sub = crate::format::display_bytes(subpath.unwrap_or_default());
+    let sub = crate::format::quote_bytes(subpath.unwrap_or_default());
     let node = repo
         .find_node(tree, subpath.unwrap_or_default())?
         .ok_or_else(|| Error::missing(format!("{sub} is not in the snapshot")))?;
@@ -176,16 +186,21 @@ fn resolve_subpath(
     Ok((vec![node], parent))
 }
 
+/// Directories whose tree no copy of could be read: `(relative path, why)`.
+type Unreadable = Vec<(PathBuf, String)>;
+
 /// Walk the snapshot from `roots` level by level, loading the subtrees of
 /// each level together (docs/design.md, "Remote storage"). Entries come
-/// out parents first.
+/// out parents first. A directory whose tree is damaged is left out (an
+/// empty directory would pass for the real one) and returned apart.
 fn collect(
     repo: &Repository,
     roots: Vec<Node>,
     snap_parent: &Path,
     filter: &PathFilter,
-) -> Result<Vec<Entry>> {
+) -> Result<(Vec<Entry>, Unreadable)> {
     let mut out = Vec::new();
+    let mut unreadable = Vec::new();
     let mut level: Vec<(Node, PathBuf, PathBuf)> = roots
         .into_iter()
         .map(|n| (n, PathBuf::new(), snap_parent.to_path_buf()))
@@ -198,8 +213,8 @@ fn collect(
             node.group = None;
             if !Node::valid_name(&node.name) {
                 return Err(Error::corrupted(format!(
-                    "refusing to restore an entry named {:?} in {}: such a name could write outside the target",
-                    crate::format::display_bytes(&node.name),
+                    "refusing to restore an entry named {} in {}: such a name could write outside the target",
+                    crate::format::quote_bytes(&node.name),
                     rel_parent.display()
                 )));
             }
@@ -215,7 +230,7 @@ fn collect(
         for id in &ids {
             *uses.entry(*id).or_default() += 1;
         }
-        let mut trees = repo.load_trees(&ids)?;
+        let mut batch = repo.load_trees(&ids)?;
         let mut next = Vec::new();
         for (node, rel, snap_path) in kept {
             let subtree: Option<Tree> = match subtree_of(&node) {
@@ -223,11 +238,21 @@ fn collect(
                     let left = uses.entry(id).or_default();
                     *left = left.saturating_sub(1);
                     let tree = if *left == 0 {
-                        trees.remove(&id)
+                        batch.trees.remove(&id)
                     } else {
-                        trees.get(&id).cloned()
+                        batch.trees.get(&id).cloned()
                     };
-                    Some(tree.ok_or_else(|| Error::missing(format!("tree {id} was not read")))?)
+                    match tree {
+                        Some(t) => Some(t),
+                        None => {
+                            let why = batch.damaged.get(&id).cloned();
+                            unreadable.push((
+                                rel,
+                                why.unwrap_or_else(|| format!("tree {id} was not read")),
+                            ));
+                            continue;
+                        }
+                    }
                 }
                 None => None,
             };
@@ -260,7 +285,7 @@ fn collect(
         }
         level = next;
     }
-    Ok(out)
+    Ok((out, unreadable))
 }
 
 /// Include and exclude patterns, matched like gitignore lines against the
@@ -278,6 +303,7 @@ fn patterns(lines: &[String]) -> Result<Option<Gitignore>> {
     }
     let mut b = GitignoreBuilder::new("/");
     for l in lines {
+        crate::walk::check_pattern(l)?;
         b.add_line(None, l)
             .map_err(|e| Error::invalid(format!("bad pattern {l:?}: {e}")))?;
     }
@@ -359,6 +385,18 @@ impl FileJob {
     }
 }
 
+/// What restore does with a regular file.
+enum FilePlan {
+    /// Write its data into this new temporary file, renamed when complete.
+    Write(PathBuf),
+    /// An identical file is there already.
+    Kept,
+    /// Something is there and `--overwrite never` keeps it.
+    LeftAlone,
+    /// Could not even start (reported).
+    Failed,
+}
+
 /// A hard link to a file whose data is still being written: made once the
 /// file is complete. `(entry, path, entry of the file linked to)`.
 type DeferredLink = (usize, PathBuf, usize);
@@ -401,7 +439,13 @@ impl Restorer<'_> {
             let link_key = (e.node.device, e.node.inode);
             created[i] = match e.node.kind {
                 NodeKind::Dir => {
-                    if !self.ensure_dir(&path, existing.as_ref())? {
+                    let made = self
+                        .ensure_dir(&path, existing.as_ref())
+                        .unwrap_or_else(|err| {
+                            self.not_restored(path.clone(), err.to_string());
+                            false
+                        });
+                    if !made {
                         skipped_dirs.push(e.rel.clone());
                         continue;
                     }
@@ -422,26 +466,45 @@ impl Restorer<'_> {
                         self.deferred_links.push((i, path, file_entry));
                         continue;
                     }
-                    let linked = self.replace(&path, existing.as_ref());
+                    let linked = self.replace(&path, existing.as_ref())
+                        && match std::fs::hard_link(&first, &path) {
+                            Ok(()) => true,
+                            Err(err) => {
+                                self.not_restored(
+                                    path.clone(),
+                                    format!("cannot create hard link: {err}"),
+                                );
+                                false
+                            }
+                        };
                     if linked {
-                        std::fs::hard_link(&first, &path)
-                            .map_err(|err| Error::io(&path, "cannot create hard link", err))?;
                         self.summary.others += 1;
                     }
                     linked
                 }
-                NodeKind::File => match self.prepare_file(&path, &e.node, existing.as_ref())? {
-                    Some((write, tmp)) => {
+                NodeKind::File => match self.prepare_file(&path, &e.node, existing.as_ref()) {
+                    FilePlan::Write(tmp) => {
                         jobs.push(FileJob {
                             path: path.clone(),
-                            replaces: tmp.is_some() && existing.is_some(),
-                            tmp,
+                            replaces: existing.is_some(),
+                            tmp: Some(tmp),
                             entry: i,
-                            write,
+                            write: true,
                         });
                         true
                     }
-                    None => {
+                    FilePlan::Kept => {
+                        jobs.push(FileJob {
+                            path: path.clone(),
+                            replaces: false,
+                            tmp: None,
+                            entry: i,
+                            write: false,
+                        });
+                        true
+                    }
+                    FilePlan::Failed => false,
+                    FilePlan::LeftAlone => {
                         self.summary.files_skipped += 1;
                         self.skipped.push(FileJob {
                             path: path.clone(),
@@ -454,11 +517,19 @@ impl Restorer<'_> {
                     }
                 },
                 NodeKind::Symlink => {
-                    let make = self.replace(&path, existing.as_ref());
+                    let target = e.node.target.as_deref().unwrap_or_default();
+                    let make = self.replace(&path, existing.as_ref())
+                        && match fsops::create_symlink(&path, target) {
+                            Ok(()) => true,
+                            Err(err) => {
+                                self.not_restored(
+                                    path.clone(),
+                                    format!("cannot create symlink: {err}"),
+                                );
+                                false
+                            }
+                        };
                     if make {
-                        let target = e.node.target.as_deref().unwrap_or_default();
-                        fsops::create_symlink(&path, target)
-                            .map_err(|err| Error::io(&path, "cannot create symlink", err))?;
                         self.summary.others += 1;
                     }
                     make
@@ -535,16 +606,16 @@ impl Restorer<'_> {
         }
     }
 
-    /// Decide what to do with a regular file: `Some((true, tmp))` to write
-    /// its data into the new temporary file `tmp`, `Some((false, None))` if
-    /// an identical file is kept, `None` if it is left alone. An existing
-    /// regular file stays in place until its replacement is complete.
+    /// Decide what to do with a regular file. An existing file stays in
+    /// place until its replacement is complete.
+    /// Whatever is in the way (a directory, a symlink) stays until the
+    /// data is complete.
     fn prepare_file(
         &mut self,
         path: &Path,
         node: &Node,
         existing: Option<&std::fs::Metadata>,
-    ) -> Result<Option<(bool, Option<PathBuf>)>> {
+    ) -> FilePlan {
         if let Some(m) = existing {
             let unchanged = m.is_file()
                 && self.opts.overwrite == Overwrite::IfChanged
@@ -552,18 +623,31 @@ impl Restorer<'_> {
                 && data::same_content(self.repo, path, node);
             if unchanged {
                 self.summary.files_unchanged += 1;
-                return Ok(Some((false, None)));
+                return FilePlan::Kept;
             }
-            if self.opts.overwrite == Overwrite::Never
-                || (!m.is_file() && !self.replace(path, existing))
-            {
-                return Ok(None);
+            if self.opts.overwrite == Overwrite::Never {
+                return FilePlan::LeftAlone;
             }
         }
-        let tmp = fsops::create_temporary(path, node.size)
-            .map_err(|e| Error::io(path, "cannot create a temporary file for", e))?;
-        self.summary.files += 1;
-        Ok(Some((true, Some(tmp))))
+        match fsops::create_temporary(path, node.size) {
+            Ok(tmp) => {
+                self.summary.files += 1;
+                FilePlan::Write(tmp)
+            }
+            Err(e) => {
+                self.not_restored(
+                    path.to_path_buf(),
+                    format!("cannot create a temporary file: {e}"),
+                );
+                FilePlan::Failed
+            }
+        }
+    }
+
+    /// An entry restore gives up on: counted, and listed with the reason.
+    fn not_restored(&mut self, path: PathBuf, reason: String) {
+        self.summary.failed += 1;
+        self.summary.incomplete.push((path, reason));
     }
 
     /// Put every complete file in place (synced first where it replaces
@@ -587,9 +671,7 @@ impl Restorer<'_> {
                 let _ = std::fs::remove_file(tmp);
                 created[job.entry] = false;
                 self.summary.files -= 1;
-                self.summary.failed += 1;
-                self.warn(&job.path, &format!("not restored: {reason}"));
-                self.summary.incomplete.push((job.path.clone(), reason));
+                self.not_restored(job.path.clone(), reason);
             } else if job.replaces {
                 if let Some(dir) = job.path.parent() {
                     synced_dirs.insert(dir.to_path_buf());
@@ -608,10 +690,8 @@ impl Restorer<'_> {
     fn link_deferred(&mut self, entries: &[Entry], created: &mut [bool]) {
         for (i, path, file_entry) in std::mem::take(&mut self.deferred_links) {
             if !created[file_entry] {
-                self.summary.failed += 1;
                 let reason = "the file it is a hard link to was not restored".to_string();
-                self.warn(&path, &format!("not restored: {reason}"));
-                self.summary.incomplete.push((path, reason));
+                self.not_restored(path, reason);
                 continue;
             }
             let first = self.opts.target.join(&entries[file_entry].rel);
@@ -620,10 +700,7 @@ impl Restorer<'_> {
                     self.summary.others += 1;
                     created[i] = true;
                 }
-                Err(e) => {
-                    self.summary.failed += 1;
-                    self.warn(&path, &format!("cannot create hard link: {e}"));
-                }
+                Err(e) => self.not_restored(path, format!("cannot create hard link: {e}")),
             }
         }
     }

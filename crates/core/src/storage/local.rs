@@ -15,8 +15,9 @@
 //! repository, and a FIFO named like a pack would hang every reader.
 //!
 //! Files are created private (0600, directories 0700) unless the
-//! repository's top directory was made group-readable on purpose: then the
-//! group may read too (0640, 0750), as with a shared backup group.
+//! repository's top directory was made group-readable on purpose (readable
+//! by its group but not by others, such as 0750): then the group may read
+//! too (0640, 0750), as with a shared backup group.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind as IoKind, Read, Seek, SeekFrom, Write};
@@ -75,6 +76,8 @@ impl LocalStorage {
             .open(&path)
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::ELOOP) => not_regular(&path, "a symlink"),
+                // A socket (or a device without a driver) cannot be opened.
+                Some(libc::ENXIO | libc::ENODEV) => not_regular(&path, "a socket or device"),
                 _ => not_found_or_io(&path, "cannot open", e),
             })?;
         let meta = file
@@ -89,8 +92,10 @@ impl LocalStorage {
     /// `(file mode, directory mode)` for new objects and directories.
     fn modes(&self) -> (u32, u32) {
         *self.modes.get_or_init(|| {
+            // Group-readable but not world-readable (0750, 0770): made so on
+            // purpose, unlike the 0755 a usual umask gives.
             let group = fs::metadata(&self.root)
-                .map(|m| m.permissions().mode() & 0o040 != 0)
+                .map(|m| m.permissions().mode() & 0o044 == 0o040)
                 .unwrap_or(false);
             if group {
                 (0o640, 0o750)
@@ -151,9 +156,12 @@ impl LocalStorage {
 fn check_real_dir(dir: &Path) -> Result<()> {
     match fs::symlink_metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(m) => Err(not_regular(dir, describe(m.file_type())).context(
-            "a repository directory must be a real directory (strata never follows symlinks inside a repository)",
-        )),
+        Ok(m) => Err(Error::corrupted(format!(
+            "{} is {}, not a directory: strata never follows symlinks inside a repository. \
+             If the repository was moved, give its real location with -r; otherwise put the directory back",
+            dir.display(),
+            describe(m.file_type())
+        ))),
         Err(e) if e.kind() == IoKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(dir, "cannot access", e)),
     }
@@ -312,6 +320,10 @@ impl Storage for LocalStorage {
         }
         dirs.extend(self.object_dirs(ObjectKind::Pack)?);
         for dir in dirs {
+            // Never through a symlink: it would sweep files elsewhere.
+            if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;
             };
@@ -397,8 +409,8 @@ impl LocalStorage {
     }
 }
 
-/// List the objects in `dir`. Entries that are not regular files (and not
-/// directories) are listed too, with their own size: reading them fails as
+/// List the objects in `dir`. Entries that are not regular files (symlinks,
+/// FIFOs, directories…) are listed too, with size 0: reading them fails as
 /// damage, so `check` and the commands that read them say so.
 fn list_dir(dir: &Path, kind: ObjectKind, out: &mut Vec<ObjectInfo>) -> Result<()> {
     check_real_dir(dir)?;
@@ -432,12 +444,10 @@ fn list_dir(dir: &Path, kind: ObjectKind, out: &mut Vec<ObjectInfo>) -> Result<(
             Err(e) if e.kind() == IoKind::NotFound => continue,
             Err(e) => return Err(Error::io(&entry.path(), "cannot stat", e)),
         };
-        if !meta.is_dir() {
-            out.push(ObjectInfo {
-                name,
-                size: if meta.is_file() { meta.size() } else { 0 },
-            });
-        }
+        out.push(ObjectInfo {
+            name,
+            size: if meta.is_file() { meta.size() } else { 0 },
+        });
     }
     Ok(())
 }
