@@ -454,3 +454,674 @@ fn keys_and_repository_files_were_created_world_readable() {
     }
     assert_eq!(mode(&shared.join("keys")), 0o750);
 }
+
+/// `strata ARGS` with standard output a pipe nobody reads.
+fn with_closed_stdout(env: &Env, args: &[&str]) -> std::process::Output {
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    env.std_cmd()
+        .args(args)
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// A repository with one backup of a small tree; returns the source.
+fn one_backup(env: &Env) -> PathBuf {
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"alpha");
+    write(&src.join("sub/b.txt"), &pseudo_random(50_000, 11));
+    env.init();
+    env.backup(&[src.to_str().unwrap()]);
+    src
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn a_closed_stdout_panicked_and_a_saved_backup_exited_101() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    let src = one_backup(&env);
+    for args in [
+        vec!["snapshots"],
+        vec!["ls", "latest"],
+        vec!["stats"],
+        vec!["check"],
+        vec!["key", "list"],
+        vec!["diff", "latest", "latest"],
+        vec!["find", "*.txt"],
+    ] {
+        let out = with_closed_stdout(&env, &args);
+        let stderr = stderr_of(&out);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?} ends quietly: {:?} {stderr}",
+            out.status
+        );
+    }
+    let before = env.snapshots().len();
+    let out = with_closed_stdout(&env, &["backup", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(env.snapshots().len(), before + 1, "the snapshot was saved");
+}
+
+#[test]
+fn names_were_printed_raw_and_ambiguous() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let src = env.path("src");
+    let names: [&[u8]; 4] = [b"a\nb", b"\xff", b"\\xff", b"\x1b[31mred"];
+    for n in names {
+        write(&src.join(std::ffi::OsStr::from_bytes(n)), b"x");
+    }
+    env.init();
+    env.backup(&[src.to_str().unwrap()]);
+    let out = env.cmd().args(["ls", "latest"]).output().unwrap();
+    let stdout = out.stdout.clone();
+    assert!(
+        !stdout.contains(&0x1b),
+        "no escape sequence reaches the terminal"
+    );
+    let text = String::from_utf8(stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1 + names.len(), "one line per entry: {text}");
+    for quoted in [
+        "$'/src/a\\nb'",
+        "$'/src/\\xff'",
+        "'/src/\\xff'",
+        "$'/src/\\x1b[31mred'",
+    ] {
+        assert!(lines.contains(&quoted), "{quoted} in {text}");
+    }
+    let out = env.cmd().args(["ls", "latest", "--json"]).output().unwrap();
+    let entries: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let raw = entries
+        .iter()
+        .find(|e| e["name_bytes"].as_str() == Some("/w=="))
+        .expect("the name 0xff has a lossless form");
+    assert_eq!(raw["path_bytes"], "L3NyYy//");
+    let literal = entries.iter().find(|e| e["name"] == "\\xff");
+    assert!(literal.is_some_and(|e| e.get("name_bytes").is_none()));
+}
+
+#[test]
+fn password_command_output_was_read_without_limit() {
+    let env = Env::new();
+    one_backup(&env);
+    let out = env
+        .cmd()
+        .env_remove("STRATA_PASSWORD")
+        .args(["--password-command", "yes", "snapshots"])
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("more than 4096 bytes"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+#[test]
+fn an_empty_password_and_zero_keys_were_reported_as_a_wrong_password() {
+    let env = Env::new();
+    one_backup(&env);
+    let out = env
+        .cmd()
+        .env("STRATA_PASSWORD", "")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("empty"), "{}", stderr_of(&out));
+    for key in files_under(&env.repo().join("keys")) {
+        fs::remove_file(key).unwrap();
+    }
+    let out = env.cmd().arg("snapshots").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "damage, not a wrong password (12)"
+    );
+    assert!(
+        stderr_of(&out).contains("no key files"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+#[test]
+fn threads_100000_aborted_and_proc_never_ended() {
+    let env = Env::new();
+    let src = one_backup(&env);
+    let out = env
+        .cmd()
+        .args(["backup", "--threads", "100000", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("too many"), "{}", stderr_of(&out));
+    let out = env
+        .cmd()
+        .args(["backup", "/proc"])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("pseudo filesystem"),
+        "{}",
+        stderr_of(&out)
+    );
+    let listed = env.cmd().args(["ls", "latest"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "/proc");
+}
+
+#[test]
+fn non_root_restore_kept_setuid_bits_without_the_owner() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to make a setuid file of another owner");
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("prog"), b"#!/bin/sh\n");
+    // chown clears the setuid bit: set the mode after it.
+    std::os::unix::fs::chown(src.join("prog"), Some(1234), Some(1234)).unwrap();
+    fs::set_permissions(src.join("prog"), fs::Permissions::from_mode(0o4755)).unwrap();
+    env.init();
+    env.backup(&[src.to_str().unwrap()]);
+    let mut all = vec![env.dir.path().to_path_buf(), env.home(), env.repo()];
+    let mut stack = vec![env.repo()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            all.push(p);
+        }
+    }
+    for p in all {
+        let mode = if p.is_dir() { 0o777 } else { 0o644 };
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let target = env.path("as-nobody");
+    let mut cmd = env.std_cmd();
+    cmd.uid(65534).gid(65534);
+    let out = cmd
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let mode = fs::metadata(target.join("src/prog")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o755, "setuid cleared");
+    assert!(stderr_of(&out).contains("setuid"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn a_bad_exclude_pattern_was_accepted_and_a_far_time_printed_a_raw_message() {
+    let env = Env::new();
+    let src = one_backup(&env);
+    let out = env
+        .cmd()
+        .args(["backup", "--exclude", "[invalid", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("[invalid"), "{}", stderr_of(&out));
+    let out = env
+        .cmd()
+        .args(["restore", "latest", "--exclude", "[x", "--target"])
+        .arg(env.path("t"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = env
+        .cmd()
+        .args(["backup", "--time", "9999-12-31", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("out of range") && !stderr.contains("overflowed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn paths_as_backed_up_were_not_in_the_snapshot() {
+    let env = Env::new();
+    let src = one_backup(&env);
+    let abs = src.to_str().unwrap();
+    let out = env
+        .cmd()
+        .args(["dump", "latest", &format!("{abs}/a.txt")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(out.stdout, b"alpha");
+    let target = env.path("t");
+    env.cmd()
+        .args(["restore", &format!("latest:{abs}/sub"), "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert_eq!(
+        fs::read(target.join("sub/b.txt")).unwrap(),
+        pseudo_random(50_000, 11)
+    );
+    let out = env
+        .cmd()
+        .args(["dump", "latest", "/elsewhere/a.txt"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("top level holds /src"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+#[test]
+fn a_fresh_machine_said_no_password_given() {
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .env_remove("STRATA_REPOSITORY")
+        .env_remove("STRATA_PASSWORD")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(10));
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("no repository yet") && stderr.contains("strata backup"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn untouched_files_were_reported_as_changed() {
+    let env = Env::new();
+    let src = env.path("src");
+    env.init();
+    write(&src.join("fresh.txt"), b"just written");
+    env.backup(&[src.to_str().unwrap()]);
+    // At once: the file's times are too recent to trust, so it is read again.
+    let again = env.backup(&[src.to_str().unwrap()]);
+    assert_eq!(again["summary"]["files_changed"], 0, "{again}");
+    assert_eq!(
+        again["summary"]["files_reread"].as_u64().unwrap()
+            + again["summary"]["files_unchanged"].as_u64().unwrap(),
+        1
+    );
+}
+
+#[test]
+fn remote_failures_retried_for_seconds_and_blamed_the_address() {
+    let env = Env::new();
+    // Nothing listens on this port (bound, then closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = std::time::Instant::now();
+    let out = env
+        .cmd()
+        .args([
+            "-r",
+            &format!("s3:http://127.0.0.1:{port}/bucket"),
+            "snapshots",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "fails fast");
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("connection refused"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "no colours off a terminal: {stderr}"
+    );
+    // A server that listens, and no credentials.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let out = env
+        .cmd()
+        .args([
+            "-r",
+            &format!("s3:http://127.0.0.1:{port}/bucket"),
+            "snapshots",
+        ])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("AWS_ACCESS_KEY_ID"), "{stderr}");
+}
+
+#[test]
+fn a_restic_repository_was_called_damaged() {
+    let env = Env::new();
+    let repo = env.repo();
+    write(&repo.join("config"), &pseudo_random(200, 1));
+    write(
+        &repo.join("keys").join("ab".repeat(32)),
+        br#"{"created":"2026-01-01T00:00:00Z","username":"u","hostname":"h","kdf":"scrypt","N":32768,"r":8,"p":1,"salt":"AAAA","data":"AAAA"}"#,
+    );
+    fs::create_dir_all(repo.join("data")).unwrap();
+    let out = env.cmd().arg("snapshots").output().unwrap();
+    assert!(
+        stderr_of(&out).contains("restic repository"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+#[test]
+fn dump_of_a_directory_wrote_tar_on_the_terminal() {
+    let env = Env::new();
+    one_backup(&env);
+    let bin = assert_cmd::cargo::cargo_bin("strata");
+    // `script` gives the command a terminal.
+    let out = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} dump latest /src", bin.display()),
+            "/dev/null",
+        ])
+        .env("HOME", env.home())
+        .env("STRATA_PASSWORD", "test-password")
+        .env("STRATA_REPOSITORY", env.repo())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("terminal"), "{text}");
+    assert!(!text.contains("ustar"), "no tar data: {text}");
+}
+
+#[test]
+fn ctrl_c_printed_nothing_about_the_snapshot() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("big.bin"), &pseudo_random(400 << 20, 12));
+    env.init();
+    let child = env
+        .std_cmd()
+        .args(["backup", src.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let locks = env.repo().join("locks");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while files_under(&locks).iter().all(|p| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(".tmp-")
+    }) && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("no snapshot was saved"), "{stderr}");
+    assert!(env.snapshots().is_empty());
+    assert!(files_under(&locks).is_empty(), "its lock is gone");
+    env.cmd().arg("check").assert().success();
+}
+
+#[test]
+fn plurals_and_symlinks_counted_as_other_entries() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"a");
+    std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+    env.init();
+    let out = env
+        .cmd()
+        .args(["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("symlinks: 1"), "{stdout}");
+    let out = env.cmd().arg("snapshots").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.trim_end().ends_with("\n1 snapshot"), "{stdout}");
+}
+
+#[test]
+fn a_read_only_repository_could_not_be_restored_from() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root for a read-only bind mount");
+        return;
+    }
+    let env = Env::new();
+    let src = one_backup(&env);
+    let ro = env.path("ro");
+    fs::create_dir(&ro).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["--bind", env.repo().to_str().unwrap(), ro.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success()
+        && std::process::Command::new("mount")
+            .args(["-o", "remount,ro,bind", ro.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success();
+    if !mounted {
+        eprintln!("skipped: bind mounts are not allowed here");
+        return;
+    }
+    let target = env.path("t");
+    let restore = env
+        .cmd()
+        .args(["-r", ro.to_str().unwrap(), "restore", "latest", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    let check = env
+        .cmd()
+        .args(["-r", ro.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    let _ = std::process::Command::new("umount").arg(&ro).status();
+    assert!(restore.status.success(), "{}", stderr_of(&restore));
+    assert!(stderr_of(&restore).contains("without one"), "warns");
+    assert!(check.status.success(), "{}", stderr_of(&check));
+    assert_eq!(tree_files(&target.join("src")), tree_files(&src));
+}
+
+#[test]
+fn restore_gave_up_on_a_damaged_tree_with_an_intact_copy() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("d/inner.txt"), b"inside");
+    let (first, second) = duplicated(&env, &src);
+    // The smallest packs hold the trees: damage one copy of each, in turn.
+    for set in [&first, &second] {
+        let tree_pack = set
+            .iter()
+            .min_by_key(|p| fs::metadata(p).unwrap().len())
+            .unwrap();
+        let saved = fs::read(tree_pack).unwrap();
+        flip_middle(tree_pack);
+        restore_ok(&env, "x", &src);
+        fs::write(tree_pack, saved).unwrap();
+    }
+}
+
+#[test]
+fn one_damaged_tree_aborted_the_whole_restore() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"top file");
+    write(&src.join("d/inner.txt"), b"inside");
+    env.init();
+    env.backup(&[src.to_str().unwrap()]);
+    // Damage only the tree of /src/d: find a byte whose flip makes check
+    // name that directory alone.
+    let mut hit = false;
+    'search: for pack in packs(&env.repo()) {
+        let saved = fs::read(&pack).unwrap();
+        for pos in (0..saved.len().saturating_sub(100)).step_by(16) {
+            let mut bytes = saved.clone();
+            bytes[pos] ^= 1;
+            fs::write(&pack, &bytes).unwrap();
+            let out = env.cmd().args(["check", "--read-data"]).output().unwrap();
+            let stderr = stderr_of(&out);
+            if stderr.contains("/src/d/:") && !stderr.contains("/src/a.txt") {
+                hit = true;
+                break 'search;
+            }
+        }
+        fs::write(&pack, &saved).unwrap();
+    }
+    assert!(hit, "a position that damages only the tree of /src/d");
+    let target = env.path("t");
+    let out = env
+        .cmd()
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("src/d"), "{stderr}");
+    assert_eq!(fs::read(target.join("src/a.txt")).unwrap(), b"top file");
+    assert!(!target.join("src/d").exists(), "not restored as empty");
+}
+
+#[test]
+fn forget_latest_deleted_the_wrong_snapshot_when_the_newest_was_unreadable() {
+    let env = Env::new();
+    let src = one_backup(&env);
+    let first = files_under(&env.repo().join("snapshots"));
+    env.backup(&[src.to_str().unwrap()]);
+    let newest = files_under(&env.repo().join("snapshots"))
+        .into_iter()
+        .find(|p| !first.contains(p))
+        .unwrap();
+    flip_middle(&newest);
+    let out = env.cmd().args(["forget", "latest"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(first[0].exists(), "the older snapshot is still there");
+}
+
+#[test]
+fn prune_swept_temporary_files_through_a_symlinked_repository_directory() {
+    let env = Env::new();
+    one_backup(&env);
+    let elsewhere = env.path("elsewhere");
+    let precious = elsewhere.join(".tmp-precious");
+    write(&precious, b"not the repository's");
+    fs::File::options()
+        .write(true)
+        .open(&precious)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(7200))
+        .unwrap();
+    let snapshots = env.repo().join("snapshots");
+    fs::rename(&snapshots, env.path("snapshots-away")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &snapshots).unwrap();
+    let _ = env.cmd().arg("prune").output().unwrap();
+    assert!(precious.exists());
+}
+
+#[test]
+fn a_directory_in_the_way_was_deleted_although_the_file_failed() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("f"), &pseudo_random(300_000, 13));
+    env.init();
+    env.backup(&[src.to_str().unwrap()]);
+    flip_middle(&largest(&packs(&env.repo())));
+    let target = env.path("t");
+    write(&target.join("src/f/inner"), b"precious");
+    let out = env
+        .cmd()
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert_eq!(fs::read(target.join("src/f/inner")).unwrap(), b"precious");
+}
+
+#[test]
+fn an_unreadable_key_object_locked_out_the_repository() {
+    let env = Env::new();
+    one_backup(&env);
+    std::os::unix::fs::symlink(
+        "/nonexistent",
+        env.repo().join("keys").join("00".repeat(32)),
+    )
+    .unwrap();
+    let out = env.cmd().arg("snapshots").output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+}
+
+#[test]
+fn a_directory_named_like_a_snapshot_was_ignored() {
+    let env = Env::new();
+    one_backup(&env);
+    fs::create_dir(env.repo().join("snapshots").join("cd".repeat(32))).unwrap();
+    let out = env.cmd().arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("directory"), "{}", stderr_of(&out));
+    env.cmd()
+        .args(["restore", "latest", "--target"])
+        .arg(env.path("t"))
+        .assert()
+        .failure();
+}
+
+#[test]
+fn a_socket_named_like_a_pack_stopped_restore() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("big.bin"), &pseudo_random(300_000, 14));
+    env.init();
+    env.backup(&[src.to_str().unwrap()]);
+    let pack = largest(&packs(&env.repo()));
+    fs::remove_file(&pack).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(&pack).unwrap();
+    let out = env
+        .cmd()
+        .args(["restore", "latest", "--target"])
+        .arg(env.path("t"))
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("big.bin"), "{}", stderr_of(&out));
+}
