@@ -57,6 +57,17 @@ fn largest(paths: &[PathBuf]) -> PathBuf {
 /// packs, by backups of hosts `x` and `y` that did not see each other's
 /// index (as two backups running at once do). Returns both sets of packs.
 fn duplicated(env: &Env, src: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    // Listing a directory sets its atime once (relatime): list them now,
+    // so that both backups see the same times and store the same trees.
+    let mut dirs = vec![src.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            }
+        }
+    }
     env.init();
     env.backup(&["--host", "x", src.to_str().unwrap()]);
     let first = packs(&env.repo());
@@ -967,16 +978,14 @@ fn restore_gave_up_on_a_damaged_tree_with_an_intact_copy() {
     let src = env.path("src");
     write(&src.join("d/inner.txt"), b"inside");
     let (first, second) = duplicated(&env, &src);
-    // The smallest packs hold the trees: damage one copy of each, in turn.
+    // Damage every pack of one copy (trees and data), in turn.
     for set in [&first, &second] {
-        let tree_pack = set
-            .iter()
-            .min_by_key(|p| fs::metadata(p).unwrap().len())
-            .unwrap();
-        let saved = fs::read(tree_pack).unwrap();
-        flip_middle(tree_pack);
+        let saved: Vec<Vec<u8>> = set.iter().map(|p| fs::read(p).unwrap()).collect();
+        set.iter().for_each(|p| flip_middle(p));
         restore_ok(&env, "x", &src);
-        fs::write(tree_pack, saved).unwrap();
+        for (p, bytes) in set.iter().zip(saved) {
+            fs::write(p, bytes).unwrap();
+        }
     }
 }
 
@@ -1081,11 +1090,12 @@ fn a_directory_in_the_way_was_deleted_although_the_file_failed() {
 fn an_unreadable_key_object_locked_out_the_repository() {
     let env = Env::new();
     one_backup(&env);
-    std::os::unix::fs::symlink(
-        "/nonexistent",
-        env.repo().join("keys").join("00".repeat(32)),
-    )
-    .unwrap();
+    // Listing order decides which key is tried first: broken ones under
+    // many names make sure one comes before the good key.
+    for d in "0123456789abcdef".chars() {
+        let name = d.to_string().repeat(64);
+        std::os::unix::fs::symlink("/nonexistent", env.repo().join("keys").join(name)).unwrap();
+    }
     let out = env.cmd().arg("snapshots").output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
 }
