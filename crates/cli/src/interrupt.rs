@@ -1,39 +1,58 @@
-//! Ctrl-C and SIGTERM. A command that can stop at a consistent point
-//! (backup, restore) is asked to, through `strata_core::interrupt`, and
-//! says what it left behind; a second signal, or one during any other
-//! command, ends the process at once (every repository write is atomic,
-//! so that too leaves nothing half written). Exit status 130 either way.
+//! Ctrl-C and SIGTERM, received by one thread of their own (`sigwait`), so
+//! that what runs on them is ordinary code, not a signal handler.
+//!
+//! A command that can stop at a consistent point (backup, restore) is
+//! asked to, through `strata_core::interrupt`, and says what it left
+//! behind. A second signal, or one during any other command, ends the
+//! process at once, after removing the locks it holds and saying whether a
+//! backup's snapshot was saved. Every repository write is atomic, so that
+//! too leaves nothing half written. Exit status 130 either way.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-static COOPERATIVE: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    if COOPERATIVE.load(Ordering::SeqCst) && !strata_core::interrupt::requested() {
-        strata_core::interrupt::request();
-        return;
-    }
-    let message = b"\nstrata: interrupted\n";
-    // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer is static.
-    unsafe {
-        libc::write(2, message.as_ptr().cast(), message.len());
-        libc::_exit(130);
+/// Block SIGINT and SIGTERM in this thread (every thread started later
+/// inherits the mask; child processes start with it cleared) and start the
+/// thread that takes them. Call before any other thread starts.
+pub fn install(cooperative: bool, what: &'static str) {
+    // SAFETY: plain libc calls on a local, initialised signal set.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || take_signals(set, cooperative, what));
+    if spawned.is_err() {
+        // Without the thread, the default action (ending the process) is
+        // better than signals that are never taken.
+        // SAFETY: as above.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
     }
 }
 
-/// Install the handler for SIGINT and SIGTERM.
-pub fn install(cooperative: bool) {
-    COOPERATIVE.store(cooperative, Ordering::SeqCst);
-    let handler: extern "C" fn(libc::c_int) = on_signal;
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only touches atomics and calls
-        // async-signal-safe functions.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = handler as libc::sighandler_t;
-            libc::sigemptyset(&mut action.sa_mask);
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigaction(signal, &action, std::ptr::null_mut());
+fn take_signals(set: libc::sigset_t, cooperative: bool, what: &'static str) {
+    let mut asked = false;
+    loop {
+        let mut signal = 0;
+        // SAFETY: `set` is initialised; `signal` is a valid out pointer.
+        if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
+            continue;
         }
+        if cooperative && !asked {
+            asked = true;
+            strata_core::interrupt::request();
+            errln!("\nstrata: stopping (Ctrl-C again to stop at once)");
+            continue;
+        }
+        strata_core::repository::lock::release_all();
+        let outcome = match (what, strata_core::interrupt::committed()) {
+            ("backup", true) => ": the snapshot was saved",
+            ("backup", false) => ": no snapshot was saved",
+            _ => "",
+        };
+        errln!("\nstrata: interrupted{outcome}");
+        std::process::exit(130);
     }
 }

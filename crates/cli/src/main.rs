@@ -83,7 +83,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     output::init_logging(cli.global.verbose, cli.global.quiet);
     output::set_read_only(cli.command.read_only());
-    interrupt::install(cli.command.stops_cleanly());
+    interrupt::install(cli.command.stops_cleanly(), cli.command.name());
     let result = match &cli.command {
         Command::Init(a) => commands::init::run(&cli.global, a),
         Command::Backup(a) => commands::backup::run(&cli.global, a),
@@ -103,6 +103,10 @@ fn main() -> ExitCode {
         Command::Prune(a) => commands::prune::run(&cli.global, a),
     };
     match result {
+        // The output of a reading command is its result: losing it fails.
+        Ok(code) if cli.command.read_only() && output::stdout_broken() => {
+            ExitCode::from(code.max(exit::FATAL))
+        }
         Ok(code) => ExitCode::from(code),
         Err(err) if is_broken_pipe(&err) && cli.command.read_only() => output::die_of_sigpipe(),
         Err(err) if kind_of(&err) == Some(ErrorKind::Interrupted) => {
@@ -123,6 +127,14 @@ impl Command {
     /// `strata_core::interrupt`); the others simply end.
     fn stops_cleanly(&self) -> bool {
         matches!(self, Command::Backup(_) | Command::Restore(_))
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Backup(_) => "backup",
+            Command::Restore(_) => "restore",
+            _ => "",
+        }
     }
 
     /// What an interrupted command leaves behind.

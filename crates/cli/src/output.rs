@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
 /// Whether the running command only reads (set once by `main`).
 static READ_ONLY: AtomicBool = AtomicBool::new(false);
 
@@ -45,6 +46,13 @@ pub fn write_out(args: fmt::Arguments) {
     }
 }
 
+/// Whether writing to standard output failed for a reason other than a
+/// reader that went away (a full disk): a command that only reads then
+/// failed at its one job.
+pub fn stdout_broken() -> bool {
+    STDOUT_FAILED.load(Ordering::Relaxed)
+}
+
 /// Standard output could not be written: stop writing to it. A reader
 /// that went away is no error; anything else (a full disk) is said once.
 pub fn stdout_failed(e: &std::io::Error) {
@@ -52,6 +60,7 @@ pub fn stdout_failed(e: &std::io::Error) {
         return;
     }
     if e.kind() != std::io::ErrorKind::BrokenPipe {
+        STDOUT_FAILED.store(true, Ordering::Relaxed);
         errln!("strata: warning: cannot write to standard output ({e}); output stops here");
     } else if READ_ONLY.load(Ordering::Relaxed) {
         die_of_sigpipe();
@@ -214,6 +223,15 @@ pub fn mode_string(kind: strata_core::format::tree::NodeKind, mode: u32) -> Stri
 /// on a terminal (see [`strata_core::format::quote_bytes`]).
 pub fn path(p: &std::path::Path) -> String {
     strata_core::format::quote_bytes(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))
+}
+
+/// A snapshot's paths for text output, each quoted, separated by spaces.
+pub fn paths(paths: &[String]) -> String {
+    paths
+        .iter()
+        .map(|p| strata_core::format::quote_bytes(p.as_bytes()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A path for JSON: the text (`\xNN` for bytes that are not UTF-8).

@@ -1135,3 +1135,213 @@ fn a_socket_named_like_a_pack_stopped_restore() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("big.bin"), "{}", stderr_of(&out));
 }
+
+#[test]
+fn a_hostile_key_file_made_every_command_allocate_and_compute_for_ever() {
+    let env = Env::new();
+    one_backup(&env);
+    let key = files_under(&env.repo().join("keys")).remove(0);
+    let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&key).unwrap()).unwrap();
+    json["params"]["memory_kib"] = serde_json::json!(u32::MAX);
+    json["params"]["iterations"] = serde_json::json!(u32::MAX);
+    fs::write(&key, serde_json::to_vec(&json).unwrap()).unwrap();
+    let out = env
+        .cmd()
+        .arg("snapshots")
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("hostile"), "{}", stderr_of(&out));
+    // init refuses what it would refuse to read back (and does not overflow).
+    let out = env
+        .cmd()
+        .args(["-r", env.path("other").to_str().unwrap()])
+        .args(["init", "--kdf-memory", "5000000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+}
+
+fn send(child: &std::process::Child, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+}
+
+#[test]
+fn a_backup_of_root_could_not_be_addressed_and_excluding_slash_star_saved_nothing() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"under root");
+    env.init();
+    // The restic idiom: everything under / excluded but one directory.
+    let top = env.dir.path();
+    let parent = top.parent().unwrap();
+    let mut args = vec!["backup".to_string(), "/".into()];
+    let mut prefix = PathBuf::from("/");
+    for part in top.strip_prefix("/").unwrap().components() {
+        args.push("--exclude".into());
+        args.push(format!("{}/*", prefix.display()).replace("//", "/"));
+        prefix.push(part);
+        args.push("--exclude".into());
+        args.push(format!("!{}", prefix.display()));
+    }
+    let out = env.cmd().args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let file = src.join("a.txt");
+    let stored = format!("/root{}", file.display());
+    for path in [file.to_str().unwrap(), &stored] {
+        let out = env.cmd().args(["dump", "latest", path]).output().unwrap();
+        assert!(out.status.success(), "{path}: {}", stderr_of(&out));
+        assert_eq!(out.stdout, b"under root");
+    }
+    // diff of a directory on disk against a backup of `/`
+    let out = env
+        .cmd()
+        .args(["diff", "latest"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let _ = parent;
+}
+
+#[test]
+fn an_interrupted_restore_deleted_the_files_it_had_completed() {
+    let env = Env::new();
+    let src = env.path("src");
+    for i in 0..600 {
+        write(&src.join(format!("f{i:04}")), &pseudo_random(100_000, i));
+    }
+    env.init();
+    env.backup(&[src.to_str().unwrap()]);
+    let mut kept_some = false;
+    for delay in [150u64, 80, 250, 40, 400] {
+        let target = env.path(&format!("t{delay}"));
+        let child = env
+            .std_cmd()
+            .args(["restore", "latest", "--threads", "1", "--target"])
+            .arg(&target)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        send(&child, nix::sys::signal::Signal::SIGINT);
+        let out = child.wait_with_output().unwrap();
+        let names: Vec<PathBuf> = files_under(&target);
+        assert!(
+            names
+                .iter()
+                .all(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.')),
+            "no temporary file is left"
+        );
+        for p in &names {
+            let i: u64 = p.file_name().unwrap().to_str().unwrap()[1..]
+                .parse()
+                .unwrap();
+            assert_eq!(
+                fs::read(p).unwrap(),
+                pseudo_random(100_000, i),
+                "{}",
+                p.display()
+            );
+        }
+        if out.status.code() == Some(130) {
+            assert!(stderr_of(&out).contains("completed so far are in place"));
+            kept_some |= !names.is_empty();
+        }
+    }
+    assert!(
+        kept_some,
+        "an interrupted restore keeps the files it completed"
+    );
+}
+
+#[test]
+fn a_second_ctrl_c_left_locks_and_said_nothing_of_the_snapshot() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("big.bin"), &pseudo_random(200 << 20, 15));
+    env.init();
+    for delay in [100u64, 300, 600] {
+        let before = env.snapshots().len();
+        let child = env
+            .std_cmd()
+            .args(["backup", "--force", src.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        send(&child, nix::sys::signal::Signal::SIGINT);
+        std::thread::sleep(Duration::from_millis(5));
+        send(&child, nix::sys::signal::Signal::SIGINT);
+        let out = child.wait_with_output().unwrap();
+        let stderr = stderr_of(&out);
+        let saved = env.snapshots().len() > before;
+        if out.status.code() == Some(130) {
+            let says_saved = stderr.contains("the snapshot was saved");
+            let says_not = stderr.contains("no snapshot was saved");
+            assert!(says_saved || says_not, "{stderr}");
+            assert_eq!(saved, says_saved, "{stderr}");
+        }
+        assert!(
+            files_under(&env.repo().join("locks")).is_empty(),
+            "{stderr}"
+        );
+    }
+    // One Ctrl-C in a command that does not stop by itself.
+    let child = env
+        .std_cmd()
+        .args(["check", "--read-data"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    send(&child, nix::sys::signal::Signal::SIGINT);
+    let _ = child.wait_with_output().unwrap();
+    assert!(files_under(&env.repo().join("locks")).is_empty());
+}
+
+#[test]
+fn restore_json_gave_a_shell_quoted_path_and_a_full_disk_was_not_an_error() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let src = env.path("src");
+    write(
+        &src.join(std::ffi::OsStr::from_bytes(b"x\xff")),
+        &pseudo_random(300_000, 16),
+    );
+    env.init();
+    env.backup(&[src.to_str().unwrap()]);
+    flip_middle(&largest(&packs(&env.repo())));
+    let out = env
+        .cmd()
+        .args(["restore", "latest", "--json", "--target"])
+        .arg(env.path("t"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let summary: serde_json::Value = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|v: &serde_json::Value| v["message_type"] == "summary")
+        .unwrap();
+    let entry = &summary["incomplete"][0];
+    assert!(
+        !entry["path"].as_str().unwrap().starts_with("$'"),
+        "{entry}"
+    );
+    assert!(entry["path_bytes"].is_string(), "{entry}");
+    // A listing that cannot be written is a failed listing.
+    let full = fs::File::options().write(true).open("/dev/full").unwrap();
+    let out = env
+        .std_cmd()
+        .args(["ls", "latest"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+}

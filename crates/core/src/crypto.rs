@@ -175,8 +175,25 @@ impl Default for KdfParams {
 }
 
 impl KdfParams {
+    /// The most a key file may ask for: 4 GiB, 64 passes, 64 lanes. Key
+    /// files are not authenticated (they are how the key is found), so a
+    /// hostile one could otherwise make every command allocate terabytes
+    /// or compute for ever before the password is even checked.
+    pub const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+    pub const MAX_ITERATIONS: u32 = 64;
+    pub const MAX_PARALLELISM: u32 = 64;
+
     /// Derive a 32-byte wrapping key from a password.
     pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<[u8; 32]> {
+        if self.memory_kib > Self::MAX_MEMORY_KIB
+            || self.iterations > Self::MAX_ITERATIONS
+            || self.parallelism > Self::MAX_PARALLELISM
+        {
+            return Err(Error::corrupted(format!(
+                "Argon2id parameters of {} KiB, {} passes and {} lanes are beyond what strata uses (at most 4 GiB, 64 passes, 64 lanes): the key file is damaged or hostile",
+                self.memory_kib, self.iterations, self.parallelism
+            )));
+        }
         let params =
             argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
                 .map_err(|e| {

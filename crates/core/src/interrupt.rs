@@ -12,6 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::error::{Error, ErrorKind, Result};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
+static COMMITTED: AtomicBool = AtomicBool::new(false);
+
+/// Note that the command's result is durable (a backup's snapshot is
+/// written): stopping now loses nothing.
+pub fn mark_committed() {
+    COMMITTED.store(true, Ordering::SeqCst);
+}
+
+pub fn committed() -> bool {
+    COMMITTED.load(Ordering::SeqCst)
+}
 
 /// Ask running engines to stop. Safe to call from a signal handler.
 pub fn request() {

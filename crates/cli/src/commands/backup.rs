@@ -269,9 +269,9 @@ fn print_summary(global: &GlobalArgs, id: &Id, snap: &Snapshot) {
         bytes(s.total_bytes)
     );
     outln!(
-        "Added:      {} new data in {} blobs, {} stored after compression and deduplication",
+        "Added:      {} new data in {}, {} stored after compression and deduplication",
         bytes(s.data_added),
-        s.blobs_added,
+        strata_core::format::count(s.blobs_added, "blob"),
         bytes(s.data_added_stored)
     );
     outln!("Duration:   {:.2}s", s.duration_ms as f64 / 1000.0);

@@ -111,7 +111,11 @@ fn print(global: &GlobalArgs, e: &DiffEntry) {
     }
     let detail = match &e.change {
         Change::Removed { files, bytes } if slash == "/" => {
-            format!("  ({files} files, {})", output::bytes(*bytes))
+            format!(
+                "  ({}, {})",
+                strata_core::format::count(*files, "file"),
+                output::bytes(*bytes)
+            )
         }
         Change::Modified { metadata } if !metadata.is_empty() => {
             format!("  (and {})", metadata.join(", "))
@@ -269,7 +273,7 @@ fn snapshot_dir(
 
 /// The snapshot path of `dir` when the snapshot was made of it.
 fn own_copy(id: &Id, snap: &Snapshot, dir: &Path) -> Result<Vec<u8>> {
-    if !snap.paths.iter().any(|p| Path::new(p) == dir) {
+    let Some(stored) = snap.original_to_stored(dir.as_os_str().as_bytes()) else {
         bail!(Error::invalid(format!(
             "{} is not one of the paths snapshot {} was made of ({}): say which directory of the snapshot to compare, as {}:PATH",
             dir.display(),
@@ -277,8 +281,8 @@ fn own_copy(id: &Id, snap: &Snapshot, dir: &Path) -> Result<Vec<u8>> {
             snap.paths.join(", "),
             id.short()
         )));
-    }
-    Ok(snap.stored_path(dir.as_os_str().as_bytes()))
+    };
+    Ok(stored)
 }
 
 fn excludes(args: &Args) -> Result<ExcludeOptions> {

@@ -6,11 +6,13 @@ use crate::repo::{self, GlobalArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Memory for the Argon2id key derivation, in MiB.
-    #[arg(long, default_value_t = 19, value_name = "MIB")]
+    /// Memory for the Argon2id key derivation, in MiB (1 to 4096).
+    #[arg(long, default_value_t = 19, value_name = "MIB",
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
     kdf_memory: u32,
-    /// Passes of the Argon2id key derivation.
-    #[arg(long, default_value_t = 2, value_name = "N")]
+    /// Passes of the Argon2id key derivation (1 to 64).
+    #[arg(long, default_value_t = 2, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=64))]
     kdf_iterations: u32,
     /// zstd compression level for this repository (0 stores uncompressed).
     #[arg(

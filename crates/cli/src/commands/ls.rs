@@ -106,7 +106,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         errln!(
             "snapshot {} of {} at {}",
             id.short(),
-            snap.paths.join(" "),
+            output::paths(&snap.paths),
             output::local_time(snap.time)
         );
     }

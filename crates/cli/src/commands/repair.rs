@@ -76,10 +76,10 @@ fn index(global: &GlobalArgs, repo: &Repository) -> Result<u8> {
         );
     } else if !global.quiet {
         outln!(
-            "indexed {} blobs in {} packs; replaced {} index files{}",
-            r.blobs,
-            r.packs,
-            r.removed_index_files,
+            "indexed {} in {}; replaced {}{}",
+            strata_core::format::count(r.blobs as u64, "blob"),
+            strata_core::format::count(r.packs as u64, "pack"),
+            strata_core::format::count(r.removed_index_files as u64, "index file"),
             if r.unreadable.is_empty() {
                 String::new()
             } else {
@@ -166,8 +166,8 @@ fn print_text(plan: &rs::RepairPlan, done: &rs::Executed, dry_run: bool) {
     let count =
         |f: fn(&rs::Outcome) -> bool| plan.snapshots.iter().filter(|p| f(&p.outcome)).count();
     outln!(
-        "{} snapshots: {} intact, {} {}repaired, {} beyond repair{}",
-        plan.snapshots.len(),
+        "{}: {} intact, {} {}repaired, {} beyond repair{}",
+        strata_core::format::count(plan.snapshots.len() as u64, "snapshot"),
         count(|o| *o == rs::Outcome::Intact),
         count(|o| matches!(o, rs::Outcome::Repaired { .. })),
         if dry_run { "to be " } else { "" },
@@ -188,7 +188,7 @@ fn print_snapshot(p: &rs::SnapshotPlan) {
             p.id.short(),
             output::local_time(p.snapshot.time),
             p.snapshot.hostname,
-            p.snapshot.paths.join(" ")
+            output::paths(&p.snapshot.paths)
         )
     };
     match &p.outcome {

@@ -96,19 +96,23 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
             "{}",
             json!({"message_type": "summary", "snapshot_id": id.to_hex(), "files": s.files, "files_unchanged": s.files_unchanged,
                    "files_skipped": s.files_skipped,
-                   "incomplete": s.incomplete.iter().map(|(p, e)| json!({"path": crate::output::path(p), "error": e})).collect::<Vec<_>>(),
+                   "incomplete": s.incomplete.iter().map(|(p, e)| {
+                       let mut v = json!({"path": crate::output::json_path(p), "error": e});
+                       crate::output::add_bytes(&mut v, "path", p.as_os_str().as_encoded_bytes());
+                       v
+                   }).collect::<Vec<_>>(),
                    "dirs": s.dirs, "others": s.others, "bytes_written": s.bytes_written, "deleted": s.deleted,
                    "warnings": s.warnings, "failed": s.failed, "verified": s.verified, "verify_failures": s.verify_failures, "seconds": secs})
         );
     } else if !global.quiet {
         outln!(
-            "restored snapshot {} to {}: {} files ({} unchanged, {} existing left alone), {} dirs, {} other, {} written, {} deleted in {secs:.2}s",
+            "restored snapshot {} to {}: {} ({} unchanged, {} existing left alone), {}, {} other, {} written, {} deleted in {secs:.2}s",
             id.short(),
-            args.target.display(),
-            s.files,
+            crate::output::path(&args.target),
+            strata_core::format::count(s.files, "file"),
             s.files_unchanged,
             s.files_skipped,
-            s.dirs,
+            strata_core::format::count(s.dirs, "dir"),
             s.others,
             crate::output::bytes(s.bytes_written),
             s.deleted

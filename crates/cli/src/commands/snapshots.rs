@@ -57,7 +57,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
                 output::local_time(s.time),
                 s.hostname.clone(),
                 s.tags.join(","),
-                s.paths.join(" "),
+                crate::output::paths(&s.paths),
                 format!("{size}{}", if s.partial { " (partial)" } else { "" }),
             ]
         })

@@ -117,6 +117,8 @@ struct Walker<'a> {
     force: bool,
     /// Parent nodes are trusted only if their ctime is before this.
     trusted_before: Option<crate::format::tree::Time>,
+    /// The entry being visited is one of the paths given to back up.
+    at_root: bool,
 }
 
 /// Run a backup. Returns the new snapshot's id and the snapshot.
@@ -208,6 +210,7 @@ pub fn run(
             summary: Summary::default(),
             force: opts.force,
             trusted_before,
+            at_root: false,
         };
         let tree_id = walker.save_roots(&roots, parent_tree.as_ref());
         walk_done.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -252,6 +255,7 @@ pub fn run(
     };
     lock.check()?;
     let id = repo.save_snapshot(&snapshot)?;
+    crate::interrupt::mark_committed();
     Ok((id, snapshot))
 }
 
@@ -329,6 +333,10 @@ impl Walker<'_> {
         let mut nodes = Vec::new();
         for (path, name) in roots {
             let parent_node = parent.and_then(|t| find_node(t, name));
+            // A path named on the command line is backed up even if a
+            // pattern matches it (`backup / --exclude '/*' --exclude '!/home'`
+            // must not match `/` itself); patterns apply to what is inside.
+            self.at_root = true;
             self.visit(
                 path,
                 name,
@@ -354,6 +362,7 @@ impl Walker<'_> {
         pending: &mut Pending,
     ) -> Result<()> {
         crate::interrupt::check()?;
+        let at_root = std::mem::take(&mut self.at_root);
         let meta = match meta {
             Ok(m) => m,
             Err(e) => {
@@ -361,7 +370,7 @@ impl Walker<'_> {
                 return Ok(());
             }
         };
-        if self.excluder.excludes(path, &meta) {
+        if !at_root && self.excluder.excludes(path, &meta) {
             return Ok(());
         }
         // Xattrs and link targets of an inode whose ctime has not moved are

@@ -6,6 +6,8 @@
 
 pub mod condemned;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod index;
 pub mod key;
 pub mod pack;
@@ -255,15 +257,27 @@ pub fn quote_bytes(bytes: &[u8]) -> String {
         return dollar_quote(bytes);
     };
     let plain = |c: char| {
-        c.is_ascii_alphanumeric() || "-_./,:@+%=".contains(c) || (!c.is_ascii() && !c.is_control())
+        c.is_ascii_alphanumeric()
+            || "-_./,:@+%=".contains(c)
+            || (!c.is_ascii() && !c.is_control() && !invisible(c))
     };
     if !text.is_empty() && text.chars().all(plain) && !text.starts_with('-') {
         return text.to_string();
     }
-    if text.chars().any(|c| c.is_control() || c == '\'') {
+    if text
+        .chars()
+        .any(|c| c.is_control() || invisible(c) || c == '\'')
+    {
         return dollar_quote(bytes);
     }
     format!("'{text}'")
+}
+
+/// Characters that change how a line looks without being seen: line and
+/// paragraph separators, zero-width and direction marks and overrides, the
+/// byte order mark. Shown as `\u{…}` so a name cannot pose as another.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 fn dollar_quote(bytes: &[u8]) -> String {
@@ -276,6 +290,7 @@ fn dollar_quote(bytes: &[u8]) -> String {
                 '\r' => out.push_str("\\r"),
                 '\\' => out.push_str("\\\\"),
                 '\'' => out.push_str("\\'"),
+                c if invisible(c) => out.push_str(&format!("\\u{:04x}", u32::from(c))),
                 c if c.is_control() => {
                     let mut buf = [0u8; 4];
                     for b in c.encode_utf8(&mut buf).bytes() {
@@ -330,6 +345,11 @@ mod tests {
         assert_eq!(quote_bytes(b"$'x'"), "$'$\\'x\\''");
         assert_eq!(quote_bytes(b""), "''");
         assert_eq!(quote_bytes(b"-rf"), "'-rf'");
+        assert_eq!(quote_bytes("a\u{2028}b".as_bytes()), "$'a\\u2028b'");
+        assert_eq!(
+            quote_bytes("evil\u{202e}txt.exe".as_bytes()),
+            "$'evil\\u202etxt.exe'"
+        );
         // Every distinct name gets a distinct quoting.
         let names: [&[u8]; 6] = [
             b"\xff",

@@ -69,10 +69,29 @@ pub struct Summary {
 impl Snapshot {
     /// A path inside this snapshot as it is stored. Backup stores each of
     /// its paths under its last component (`/home/me/src` as `/src`, `/` as
-    /// `/root`), while `snapshots` shows the paths as given: a path equal
-    /// to or under one of [`Snapshot::paths`] is mapped to the stored one;
-    /// any other is taken as stored already.
+    /// `/root`), while `snapshots` shows the paths as given. A path whose
+    /// first component is one of the stored names is taken as stored (as
+    /// `ls` prints it); else one equal to or under one of
+    /// [`Snapshot::paths`] is mapped to the stored one.
     pub fn stored_path(&self, path: &[u8]) -> Vec<u8> {
+        let trimmed = trim_slashes(path);
+        let first = trimmed.split(|&b| b == b'/').find(|c| !c.is_empty());
+        let stored_names = self.paths.iter().map(|p| {
+            let p = trim_slashes(p.as_bytes());
+            crate::backup::stored_name(std::path::Path::new(std::ffi::OsStr::from_bytes(
+                if p.is_empty() { b"/" } else { p },
+            )))
+        });
+        if first.is_none_or(|f| stored_names.into_iter().any(|n| n == f)) {
+            return path.to_vec();
+        }
+        self.original_to_stored(path)
+            .unwrap_or_else(|| path.to_vec())
+    }
+
+    /// A path as backed up (on disk) as it is stored in this snapshot, if
+    /// it is equal to or under one of [`Snapshot::paths`].
+    pub fn original_to_stored(&self, path: &[u8]) -> Option<Vec<u8>> {
         let trimmed = trim_slashes(path);
         let best = self
             .paths
@@ -83,16 +102,11 @@ impl Snapshot {
                     || (trimmed.starts_with(p)
                         && (p.is_empty() || trimmed.get(p.len()) == Some(&b'/')))
             })
-            .max_by_key(|p| p.len());
-        match best {
-            Some(p) => {
-                let name = crate::backup::stored_name(std::path::Path::new(
-                    std::ffi::OsStr::from_bytes(if p.is_empty() { b"/" } else { p }),
-                ));
-                [b"/".as_slice(), &name, &trimmed[p.len()..]].concat()
-            }
-            None => path.to_vec(),
-        }
+            .max_by_key(|p| p.len())?;
+        let name = crate::backup::stored_name(std::path::Path::new(std::ffi::OsStr::from_bytes(
+            if best.is_empty() { b"/" } else { best },
+        )));
+        Some([b"/".as_slice(), &name, &trimmed[best.len()..]].concat())
     }
 }
 
@@ -139,5 +153,8 @@ mod stored_path_tests {
         assert_eq!(s.stored_path(b"/home/me/srcx/a"), b"/home/me/srcx/a");
         let root = snap(&["/"]);
         assert_eq!(root.stored_path(b"/etc/hosts"), b"/root/etc/hosts");
+        // As `ls` prints it, and the root itself.
+        assert_eq!(root.stored_path(b"/root/etc/hosts"), b"/root/etc/hosts");
+        assert_eq!(root.stored_path(b"/"), b"/");
     }
 }

@@ -126,6 +126,25 @@ fn age(time: jiff::Timestamp) -> Duration {
     Duration::from_secs(secs.max(0) as u64)
 }
 
+/// The locks this process holds, for [`release_all`].
+static HELD_LOCKS: Mutex<Vec<std::sync::Weak<Held>>> = Mutex::new(Vec::new());
+
+/// Remove every lock this process holds, for a process about to end
+/// without unwinding (a second Ctrl-C): its locks would otherwise stay
+/// until found stale. Called from an ordinary thread, never a signal
+/// handler. The guards are left alone; the process must end after this.
+pub fn release_all() {
+    let held: Vec<Arc<Held>> = lock(&HELD_LOCKS)
+        .iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .collect();
+    for h in held {
+        let _busy = lock(&h.busy); // not while a refresh replaces it
+        let name = lock(&h.name).clone();
+        let _ = h.storage.remove(ObjectKind::Lock, &name);
+    }
+}
+
 /// State shared between a guard and its refresher thread.
 struct Held {
     storage: Arc<dyn Storage>,
@@ -343,6 +362,11 @@ pub(crate) fn acquire(
     });
     let name = held.write(&info)?;
     *lock(&held.name) = name.clone();
+    {
+        let mut all = lock(&HELD_LOCKS);
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&held));
+    }
     let (stop, stopped) = crossbeam_channel::bounded(0);
     let refresher = {
         let held = held.clone();

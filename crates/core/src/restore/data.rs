@@ -37,6 +37,11 @@ struct Need {
 pub(super) struct Filled {
     pub written: u64,
     pub failed: HashMap<usize, String>,
+    /// Stopped by the user ([`crate::interrupt`]): only the jobs with
+    /// nothing `left` to write are complete.
+    pub interrupted: bool,
+    /// Per job, the blob placements still to write.
+    pub left: Vec<usize>,
 }
 
 /// Fill every file that needs data. Damage (a blob whose every copy fails
@@ -50,6 +55,14 @@ pub(super) fn fill_files(
     progress: &dyn RestoreProgress,
 ) -> Result<Filled> {
     let (packs, unstored) = plan(repo, jobs, nodes);
+    let mut left = vec![0usize; jobs.len()];
+    for (_, needs) in &packs {
+        for need in needs {
+            for &(job, _) in &need.targets {
+                left[job] += 1;
+            }
+        }
+    }
     let fill = Fill {
         repo,
         jobs,
@@ -57,6 +70,7 @@ pub(super) fn fill_files(
         progress,
         failed: Mutex::new(unstored),
         written: AtomicU64::new(0),
+        left: left.into_iter().map(AtomicUsize::new).collect(),
     };
     let threads = if threads == 0 {
         // One more reader than cores: while one waits for a read or write,
@@ -85,12 +99,16 @@ pub(super) fn fill_files(
             });
         }
     });
-    if let Some(e) = fatal.into_inner().unwrap_or(None) {
-        return Err(e);
-    }
+    let interrupted = match fatal.into_inner().unwrap_or(None) {
+        Some(e) if e.kind() == ErrorKind::Interrupted => true,
+        Some(e) => return Err(e),
+        None => false,
+    };
     Ok(Filled {
         written: fill.written.into_inner(),
         failed: fill.failed.into_inner().unwrap_or_default(),
+        interrupted,
+        left: fill.left.into_iter().map(AtomicUsize::into_inner).collect(),
     })
 }
 
@@ -150,6 +168,8 @@ struct Fill<'a> {
     progress: &'a dyn RestoreProgress,
     failed: Mutex<HashMap<usize, String>>,
     written: AtomicU64,
+    /// Per job, the blob placements still to write.
+    left: Vec<AtomicUsize>,
 }
 
 impl Fill<'_> {
@@ -250,6 +270,7 @@ impl Fill<'_> {
                 Ok(()) => {
                     self.written
                         .fetch_add(plain.len() as u64, Ordering::Relaxed);
+                    self.left[job].fetch_sub(1, Ordering::Relaxed);
                     self.progress.bytes_written(plain.len() as u64);
                 }
                 Err(e) => self.fail(job, &format!("cannot write: {e}")),

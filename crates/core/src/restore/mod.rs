@@ -126,7 +126,7 @@ pub fn run(
     }
     let (jobs, mut created) = state.create_entries(&entries)?;
     let nodes: Vec<&Node> = entries.iter().map(|e| &e.node).collect();
-    let filled = match data::fill_files(repo, &jobs, &nodes, opts.threads, progress) {
+    let mut filled = match data::fill_files(repo, &jobs, &nodes, opts.threads, progress) {
         Ok(filled) => filled,
         Err(e) => {
             fsops::discard_temporaries(&jobs);
@@ -134,11 +134,21 @@ pub fn run(
         }
     };
     state.summary.bytes_written += filled.written;
-    if let Err(e) = crate::interrupt::check() {
-        fsops::discard_temporaries(&jobs);
-        return Err(e);
+    // Stopped by the user: the complete files go in place (with their
+    // metadata), the others are dropped without being reported as damage.
+    let interrupted = filled.interrupted || crate::interrupt::requested();
+    let mut unfinished = HashSet::new();
+    if interrupted {
+        for (j, job) in jobs.iter().enumerate() {
+            if job.tmp.is_some() && filled.left.get(j).is_none_or(|&n| n > 0) {
+                unfinished.insert(j);
+            }
+        }
+        for &j in &unfinished {
+            filled.failed.remove(&j);
+        }
     }
-    state.finalize(&jobs, &filled.failed, &mut created)?;
+    state.finalize(&jobs, &filled.failed, &unfinished, &mut created)?;
     state.link_deferred(&entries, &mut created);
     // Verify before metadata: reading may touch atimes, and the metadata
     // step sets them last.
@@ -151,6 +161,9 @@ pub fn run(
         data::verify(repo, &done, &nodes, &mut state.summary, progress);
     }
     state.finish_metadata(&entries, &created);
+    if interrupted {
+        return Err(Error::new(crate::ErrorKind::Interrupted, "interrupted"));
+    }
     Ok(state.summary)
 }
 
@@ -653,15 +666,23 @@ impl Restorer<'_> {
     /// Put every complete file in place (synced first where it replaces
     /// one, so a crash leaves the old or the new file, never a mix or an
     /// empty one) and remove the temporary files of the incomplete ones.
+    /// `unfinished` files (an interrupted restore) are dropped silently.
     fn finalize(
         &mut self,
         jobs: &[FileJob],
         failed: &HashMap<usize, String>,
+        unfinished: &HashSet<usize>,
         created: &mut [bool],
     ) -> Result<()> {
         let mut synced_dirs: HashSet<PathBuf> = HashSet::new();
         for (j, job) in jobs.iter().enumerate() {
             let Some(tmp) = &job.tmp else { continue };
+            if unfinished.contains(&j) {
+                let _ = std::fs::remove_file(tmp);
+                created[job.entry] = false;
+                self.summary.files -= 1;
+                continue;
+            }
             let placed = match failed.get(&j) {
                 Some(reason) => Err(reason.clone()),
                 None => fsops::put_in_place(tmp, &job.path, job.replaces)

@@ -1,0 +1,4 @@
+//! Fuzz target: see `strata_core::format::fuzz::pack`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| strata_core::format::fuzz::pack(data));
