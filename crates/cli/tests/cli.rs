@@ -1542,11 +1542,18 @@ fn diff_against_the_disk_shows_what_changed_since_the_backup() {
         "{text}"
     );
     assert!(!text.contains("a.txt"), "{text}");
-    // A directory the snapshot was not made of needs SNAPSHOT:PATH.
-    let out = env
-        .cmd()
+    // A directory under one the snapshot was made of is found in it.
+    env.cmd()
         .current_dir(&src)
         .args(["diff", "latest", "./sub"])
+        .assert()
+        .success();
+    // One outside them needs SNAPSHOT:PATH.
+    fs::create_dir_all(env.path("elsewhere")).unwrap();
+    let out = env
+        .cmd()
+        .args(["diff", "latest"])
+        .arg(env.path("elsewhere"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

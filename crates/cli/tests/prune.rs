@@ -97,7 +97,7 @@ fn forget_prune_frees_space_and_keeps_what_snapshots_need() {
     assert!(text.contains("would forget 3 snapshots"), "{text}");
     assert!(text.contains("dry run: nothing was changed"), "{text}");
     // the plan is made as if the three were forgotten already
-    assert!(text.contains("1 snapshots use"), "{text}");
+    assert!(text.contains("1 snapshot uses"), "{text}");
     assert!(!text.contains("frees 0 B"), "{text}");
     assert_eq!(pack_bytes(&env.repo()), before);
     assert_eq!(env.snapshots().len(), 4);

@@ -492,6 +492,26 @@ fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
+/// `strata ARGS` in the test's environment, run to its end.
+fn run<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(
+    env: &Env,
+    args: I,
+) -> std::process::Output {
+    env.cmd().args(args).output().unwrap()
+}
+
+/// The command said `text` on standard error.
+fn says(out: &std::process::Output, text: &str) {
+    let stderr = stderr_of(out);
+    assert!(stderr.contains(text), "expected {text:?} in: {stderr}");
+}
+
+/// The command ended with `code` and said `text` on standard error.
+fn expect(out: &std::process::Output, code: i32, text: &str) {
+    assert_eq!(out.status.code(), Some(code), "{}", stderr_of(out));
+    says(out, text);
+}
+
 #[test]
 fn a_closed_stdout_panicked_and_a_saved_backup_exited_101() {
     use std::os::unix::process::ExitStatusExt;
@@ -533,7 +553,7 @@ fn names_were_printed_raw_and_ambiguous() {
     }
     env.init();
     env.backup(&[src.to_str().unwrap()]);
-    let out = env.cmd().args(["ls", "latest"]).output().unwrap();
+    let out = run(&env, ["ls", "latest"]);
     let stdout = out.stdout.clone();
     assert!(
         !stdout.contains(&0x1b),
@@ -550,7 +570,7 @@ fn names_were_printed_raw_and_ambiguous() {
     ] {
         assert!(lines.contains(&quoted), "{quoted} in {text}");
     }
-    let out = env.cmd().args(["ls", "latest", "--json"]).output().unwrap();
+    let out = run(&env, ["ls", "latest", "--json"]);
     let entries: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -576,12 +596,7 @@ fn password_command_output_was_read_without_limit() {
         .timeout(Duration::from_secs(30))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr_of(&out).contains("more than 4096 bytes"),
-        "{}",
-        stderr_of(&out)
-    );
+    expect(&out, 1, "more than 4096 bytes");
 }
 
 #[test]
@@ -594,48 +609,36 @@ fn an_empty_password_and_zero_keys_were_reported_as_a_wrong_password() {
         .arg("snapshots")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr_of(&out).contains("empty"), "{}", stderr_of(&out));
+    expect(&out, 2, "empty");
     for key in files_under(&env.repo().join("keys")) {
         fs::remove_file(key).unwrap();
     }
-    let out = env.cmd().arg("snapshots").output().unwrap();
+    let out = run(&env, ["snapshots"]);
     assert_eq!(
         out.status.code(),
         Some(1),
         "damage, not a wrong password (12)"
     );
-    assert!(
-        stderr_of(&out).contains("no key files"),
-        "{}",
-        stderr_of(&out)
-    );
+    says(&out, "no key files");
 }
 
 #[test]
 fn threads_100000_aborted_and_proc_never_ended() {
     let env = Env::new();
     let src = one_backup(&env);
-    let out = env
-        .cmd()
-        .args(["backup", "--threads", "100000", src.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr_of(&out).contains("too many"), "{}", stderr_of(&out));
+    let out = run(
+        &env,
+        ["backup", "--threads", "100000", src.to_str().unwrap()],
+    );
+    expect(&out, 2, "too many");
     let out = env
         .cmd()
         .args(["backup", "/proc"])
         .timeout(Duration::from_secs(120))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
-    assert!(
-        stderr_of(&out).contains("pseudo filesystem"),
-        "{}",
-        stderr_of(&out)
-    );
-    let listed = env.cmd().args(["ls", "latest"]).output().unwrap();
+    expect(&out, 0, "pseudo filesystem");
+    let listed = run(&env, ["ls", "latest"]);
     assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "/proc");
 }
 
@@ -681,20 +684,18 @@ fn non_root_restore_kept_setuid_bits_without_the_owner() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     let mode = fs::metadata(target.join("src/prog")).unwrap().mode() & 0o7777;
     assert_eq!(mode, 0o755, "setuid cleared");
-    assert!(stderr_of(&out).contains("setuid"), "{}", stderr_of(&out));
+    says(&out, "setuid");
 }
 
 #[test]
 fn a_bad_exclude_pattern_was_accepted_and_a_far_time_printed_a_raw_message() {
     let env = Env::new();
     let src = one_backup(&env);
-    let out = env
-        .cmd()
-        .args(["backup", "--exclude", "[invalid", src.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr_of(&out).contains("[invalid"), "{}", stderr_of(&out));
+    let out = run(
+        &env,
+        ["backup", "--exclude", "[invalid", src.to_str().unwrap()],
+    );
+    expect(&out, 2, "[invalid");
     let out = env
         .cmd()
         .args(["restore", "latest", "--exclude", "[x", "--target"])
@@ -702,11 +703,10 @@ fn a_bad_exclude_pattern_was_accepted_and_a_far_time_printed_a_raw_message() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = env
-        .cmd()
-        .args(["backup", "--time", "9999-12-31", src.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = run(
+        &env,
+        ["backup", "--time", "9999-12-31", src.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(2));
     let stderr = stderr_of(&out);
     assert!(
@@ -720,11 +720,7 @@ fn paths_as_backed_up_were_not_in_the_snapshot() {
     let env = Env::new();
     let src = one_backup(&env);
     let abs = src.to_str().unwrap();
-    let out = env
-        .cmd()
-        .args(["dump", "latest", &format!("{abs}/a.txt")])
-        .output()
-        .unwrap();
+    let out = run(&env, ["dump", "latest", &format!("{abs}/a.txt")]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(out.stdout, b"alpha");
     let target = env.path("t");
@@ -737,17 +733,8 @@ fn paths_as_backed_up_were_not_in_the_snapshot() {
         fs::read(target.join("sub/b.txt")).unwrap(),
         pseudo_random(50_000, 11)
     );
-    let out = env
-        .cmd()
-        .args(["dump", "latest", "/elsewhere/a.txt"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr_of(&out).contains("top level holds /src"),
-        "{}",
-        stderr_of(&out)
-    );
+    let out = run(&env, ["dump", "latest", "/elsewhere/a.txt"]);
+    expect(&out, 1, "top level holds /src");
 }
 
 #[test]
@@ -840,12 +827,8 @@ fn a_restic_repository_was_called_damaged() {
         br#"{"created":"2026-01-01T00:00:00Z","username":"u","hostname":"h","kdf":"scrypt","N":32768,"r":8,"p":1,"salt":"AAAA","data":"AAAA"}"#,
     );
     fs::create_dir_all(repo.join("data")).unwrap();
-    let out = env.cmd().arg("snapshots").output().unwrap();
-    assert!(
-        stderr_of(&out).contains("restic repository"),
-        "{}",
-        stderr_of(&out)
-    );
+    let out = run(&env, ["snapshots"]);
+    says(&out, "restic repository");
 }
 
 #[test]
@@ -917,14 +900,10 @@ fn plurals_and_symlinks_counted_as_other_entries() {
     write(&src.join("a.txt"), b"a");
     std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
     env.init();
-    let out = env
-        .cmd()
-        .args(["backup", src.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = run(&env, ["backup", src.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(stdout.contains("symlinks: 1"), "{stdout}");
-    let out = env.cmd().arg("snapshots").output().unwrap();
+    let out = run(&env, ["snapshots"]);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(stdout.trim_end().ends_with("\n1 snapshot"), "{stdout}");
 }
@@ -960,11 +939,7 @@ fn a_read_only_repository_could_not_be_restored_from() {
         .arg(&target)
         .output()
         .unwrap();
-    let check = env
-        .cmd()
-        .args(["-r", ro.to_str().unwrap(), "check"])
-        .output()
-        .unwrap();
+    let check = run(&env, ["-r", ro.to_str().unwrap(), "check"]);
     let _ = std::process::Command::new("umount").arg(&ro).status();
     assert!(restore.status.success(), "{}", stderr_of(&restore));
     assert!(stderr_of(&restore).contains("without one"), "warns");
@@ -1006,7 +981,7 @@ fn one_damaged_tree_aborted_the_whole_restore() {
             let mut bytes = saved.clone();
             bytes[pos] ^= 1;
             fs::write(&pack, &bytes).unwrap();
-            let out = env.cmd().args(["check", "--read-data"]).output().unwrap();
+            let out = run(&env, ["check", "--read-data"]);
             let stderr = stderr_of(&out);
             if stderr.contains("/src/d/:") && !stderr.contains("/src/a.txt") {
                 hit = true;
@@ -1041,7 +1016,7 @@ fn forget_latest_deleted_the_wrong_snapshot_when_the_newest_was_unreadable() {
         .find(|p| !first.contains(p))
         .unwrap();
     flip_middle(&newest);
-    let out = env.cmd().args(["forget", "latest"]).output().unwrap();
+    let out = run(&env, ["forget", "latest"]);
     assert!(!out.status.success());
     assert!(first[0].exists(), "the older snapshot is still there");
 }
@@ -1062,7 +1037,7 @@ fn prune_swept_temporary_files_through_a_symlinked_repository_directory() {
     let snapshots = env.repo().join("snapshots");
     fs::rename(&snapshots, env.path("snapshots-away")).unwrap();
     std::os::unix::fs::symlink(&elsewhere, &snapshots).unwrap();
-    let _ = env.cmd().arg("prune").output().unwrap();
+    let _ = run(&env, ["prune"]);
     assert!(precious.exists());
 }
 
@@ -1096,7 +1071,7 @@ fn an_unreadable_key_object_locked_out_the_repository() {
         let name = d.to_string().repeat(64);
         std::os::unix::fs::symlink("/nonexistent", env.repo().join("keys").join(name)).unwrap();
     }
-    let out = env.cmd().arg("snapshots").output().unwrap();
+    let out = run(&env, ["snapshots"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
 }
 
@@ -1105,9 +1080,8 @@ fn a_directory_named_like_a_snapshot_was_ignored() {
     let env = Env::new();
     one_backup(&env);
     fs::create_dir(env.repo().join("snapshots").join("cd".repeat(32))).unwrap();
-    let out = env.cmd().arg("check").output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
-    assert!(stderr_of(&out).contains("directory"), "{}", stderr_of(&out));
+    let out = run(&env, ["check"]);
+    expect(&out, 1, "directory");
     env.cmd()
         .args(["restore", "latest", "--target"])
         .arg(env.path("t"))
@@ -1132,8 +1106,7 @@ fn a_socket_named_like_a_pack_stopped_restore() {
         .timeout(Duration::from_secs(60))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
-    assert!(stderr_of(&out).contains("big.bin"), "{}", stderr_of(&out));
+    expect(&out, 3, "big.bin");
 }
 
 #[test]
@@ -1151,8 +1124,7 @@ fn a_hostile_key_file_made_every_command_allocate_and_compute_for_ever() {
         .timeout(Duration::from_secs(30))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
-    assert!(stderr_of(&out).contains("hostile"), "{}", stderr_of(&out));
+    expect(&out, 1, "hostile");
     // init refuses what it would refuse to read back (and does not overflow).
     let out = env
         .cmd()
@@ -1185,12 +1157,12 @@ fn a_backup_of_root_could_not_be_addressed_and_excluding_slash_star_saved_nothin
         args.push("--exclude".into());
         args.push(format!("!{}", prefix.display()));
     }
-    let out = env.cmd().args(&args).output().unwrap();
+    let out = run(&env, &args);
     assert!(out.status.success(), "{}", stderr_of(&out));
     let file = src.join("a.txt");
     let stored = format!("/root{}", file.display());
     for path in [file.to_str().unwrap(), &stored] {
-        let out = env.cmd().args(["dump", "latest", path]).output().unwrap();
+        let out = run(&env, ["dump", "latest", path]);
         assert!(out.status.success(), "{path}: {}", stderr_of(&out));
         assert_eq!(out.stdout, b"under root");
     }
