@@ -1115,8 +1115,8 @@ fn a_hostile_key_file_made_every_command_allocate_and_compute_for_ever() {
     one_backup(&env);
     let key = files_under(&env.repo().join("keys")).remove(0);
     let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&key).unwrap()).unwrap();
-    json["params"]["memory_kib"] = serde_json::json!(u32::MAX);
-    json["params"]["iterations"] = serde_json::json!(u32::MAX);
+    json["memory_kib"] = serde_json::json!(u32::MAX);
+    json["iterations"] = serde_json::json!(u32::MAX);
     fs::write(&key, serde_json::to_vec(&json).unwrap()).unwrap();
     let out = env
         .cmd()
@@ -1181,13 +1181,13 @@ fn a_backup_of_root_could_not_be_addressed_and_excluding_slash_star_saved_nothin
 fn an_interrupted_restore_deleted_the_files_it_had_completed() {
     let env = Env::new();
     let src = env.path("src");
-    for i in 0..600 {
-        write(&src.join(format!("f{i:04}")), &pseudo_random(100_000, i));
+    for i in 0..300 {
+        write(&src.join(format!("f{i:04}")), &pseudo_random(300_000, i));
     }
     env.init();
     env.backup(&[src.to_str().unwrap()]);
     let mut kept_some = false;
-    for delay in [150u64, 80, 250, 40, 400] {
+    for delay in [20u64, 60, 120, 250, 500, 10, 900] {
         let target = env.path(&format!("t{delay}"));
         let child = env
             .std_cmd()
@@ -1197,6 +1197,11 @@ fn an_interrupted_restore_deleted_the_files_it_had_completed() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        // Once its files exist under temporary names, data is being written.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !target.join("src").exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         std::thread::sleep(Duration::from_millis(delay));
         send(&child, nix::sys::signal::Signal::SIGINT);
         let out = child.wait_with_output().unwrap();
@@ -1213,14 +1218,17 @@ fn an_interrupted_restore_deleted_the_files_it_had_completed() {
                 .unwrap();
             assert_eq!(
                 fs::read(p).unwrap(),
-                pseudo_random(100_000, i),
+                pseudo_random(300_000, i),
                 "{}",
                 p.display()
             );
         }
         if out.status.code() == Some(130) {
-            assert!(stderr_of(&out).contains("completed so far are in place"));
-            kept_some |= !names.is_empty();
+            says(&out, "completed so far are in place");
+            kept_some |= !names.is_empty() && names.len() < 300;
+        }
+        if kept_some {
+            break;
         }
     }
     assert!(

@@ -64,10 +64,6 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     // The path as backed up (`/home/me/src/x`) names the same as the
     // stored one (`/src/x`).
     let subpath = subpath.map(|p| snap.stored_path(&p));
-    if let Some(p) = &subpath {
-        // Said here with the snapshot's top level, before anything is made.
-        repo.find_in_snapshot(&snap, p)?;
-    }
     let opts = RestoreOptions {
         target: args.target.clone(),
         subpath,

@@ -488,12 +488,25 @@ impl Repository {
         let mut tree = root;
         let mut found = None;
         for (i, part) in parts.iter().enumerate() {
-            let node = self
-                .load_tree(&tree)?
-                .nodes
-                .into_iter()
-                .find(|n| n.name == *part)
-                .ok_or_else(|| Error::missing(format!("{shown} is not in the snapshot")))?;
+            let nodes = self.load_tree(&tree)?.nodes;
+            let top: Vec<String> = if i == 0 {
+                nodes
+                    .iter()
+                    .map(|n| crate::format::quote_bytes(&[b"/", n.name.as_slice()].concat()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let node = nodes.into_iter().find(|n| n.name == *part).ok_or_else(|| {
+                Error::missing(if i == 0 {
+                    format!(
+                        "{shown} is not in the snapshot; its top level holds {}",
+                        top.join(", ")
+                    )
+                } else {
+                    format!("{shown} is not in the snapshot")
+                })
+            })?;
             if i + 1 < parts.len() {
                 tree = node.subtree.ok_or_else(|| {
                     Error::invalid(format!(
