@@ -74,9 +74,9 @@ impl RemoteStorage {
                     .with_max_delay(Duration::from_secs(10))
                     .with_jitter()
                     .with_notify(|e: opendal::layers::RetryEvent| {
-                        // One line per retry (with -v), not the error's
-                        // backtrace: the error that remains is reported.
-                        tracing::info!(
+                        // One line per retry, not the error's backtrace
+                        // (refused local connections fail before this).
+                        tracing::warn!(
                             "{:?} failed ({}: {}); retry {} in {:.1}s",
                             e.op,
                             e.err.kind(),
