@@ -16,7 +16,9 @@ pub fn run(s: &dyn Storage) {
         );
     }
 
-    let name = "00ff1234";
+    // Objects are named by 64 hex digits (the config by `config`).
+    let name = &"00ff1234".repeat(8);
+    let streamed = &format!("aa00{}", "5".repeat(60));
     let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
     s.write(ObjectKind::Pack, name, &data).unwrap();
     assert_eq!(s.read(ObjectKind::Pack, name).unwrap(), data);
@@ -33,7 +35,7 @@ pub fn run(s: &dyn Storage) {
 
     let listed = s.list(ObjectKind::Pack).unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].name, name);
+    assert_eq!(&listed[0].name, name);
     assert_eq!(listed[0].size, data.len() as u64);
     // kinds are separate namespaces
     assert!(s.list(ObjectKind::Index).unwrap().is_empty());
@@ -49,8 +51,9 @@ pub fn run(s: &dyn Storage) {
     assert_eq!(s.list(ObjectKind::Config).unwrap().len(), 1);
     assert_eq!(s.read(ObjectKind::Config, "config").unwrap(), b"cfg");
 
-    s.write(ObjectKind::Lock, "l1", b"").unwrap();
-    assert_eq!(s.read(ObjectKind::Lock, "l1").unwrap(), b"");
+    let lock = &"11".repeat(32);
+    s.write(ObjectKind::Lock, lock, b"").unwrap();
+    assert_eq!(s.read(ObjectKind::Lock, lock).unwrap(), b"");
 
     // streamed writes: invisible until finished, discarded if dropped
     let mut w = s.create_writer(ObjectKind::Pack).unwrap();
@@ -61,16 +64,16 @@ pub fn run(s: &dyn Storage) {
         1,
         "unfinished object is listed"
     );
-    w.finish("aa00streamed").unwrap();
+    w.finish(streamed).unwrap();
     assert_eq!(
-        s.read(ObjectKind::Pack, "aa00streamed").unwrap(),
+        s.read(ObjectKind::Pack, streamed).unwrap(),
         b"part one, part two"
     );
     let mut dropped = s.create_writer(ObjectKind::Pack).unwrap();
     dropped.write_all(b"never finished").unwrap();
     drop(dropped);
     assert_eq!(s.list(ObjectKind::Pack).unwrap().len(), 2);
-    s.remove(ObjectKind::Pack, "aa00streamed").unwrap();
+    s.remove(ObjectKind::Pack, streamed).unwrap();
 
     s.remove(ObjectKind::Pack, name).unwrap();
     s.remove(ObjectKind::Pack, name).unwrap(); // idempotent

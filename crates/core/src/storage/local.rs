@@ -435,7 +435,9 @@ fn list_dir(dir: &Path, kind: ObjectKind, out: &mut Vec<ObjectInfo>) -> Result<(
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(dir, "cannot list", e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(TMP_PREFIX) || name.starts_with('.') {
+        // Objects are named by 64 hex digits: anything else (a temporary
+        // file, notes someone left) is not an object and never listed.
+        if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
             continue;
         }
         // `DirEntry::metadata` does not follow symlinks.
@@ -469,13 +471,14 @@ mod tests {
         let storage = LocalStorage::new(dir.path());
         storage.create().unwrap();
         fs::write(dir.path().join("index/.tmp-abc-123"), b"partial").unwrap();
-        storage.write(ObjectKind::Index, "abc", b"x").unwrap();
+        let name = "ab".repeat(32);
+        storage.write(ObjectKind::Index, &name, b"x").unwrap();
         let names: Vec<_> = storage
             .list(ObjectKind::Index)
             .unwrap()
             .into_iter()
             .map(|o| o.name)
             .collect();
-        assert_eq!(names, vec!["abc".to_string()]);
+        assert_eq!(names, vec![name]);
     }
 }
