@@ -12,6 +12,7 @@
 /// inherits the mask; child processes start with it cleared) and start the
 /// thread that takes them. Call before any other thread starts.
 pub fn install(cooperative: bool, what: &'static str) {
+    let terminal = Terminal::save();
     // SAFETY: plain libc calls on a local, initialised signal set.
     let set = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -23,7 +24,7 @@ pub fn install(cooperative: bool, what: &'static str) {
     };
     let spawned = std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || take_signals(set, cooperative, what));
+        .spawn(move || take_signals(set, cooperative, what, terminal));
     if spawned.is_err() {
         // Without the thread, the default action (ending the process) is
         // better than signals that are never taken.
@@ -32,7 +33,7 @@ pub fn install(cooperative: bool, what: &'static str) {
     }
 }
 
-fn take_signals(set: libc::sigset_t, cooperative: bool, what: &'static str) {
+fn take_signals(set: libc::sigset_t, cooperative: bool, what: &'static str, terminal: Terminal) {
     let mut asked = false;
     loop {
         let mut signal = 0;
@@ -40,13 +41,14 @@ fn take_signals(set: libc::sigset_t, cooperative: bool, what: &'static str) {
         if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
             continue;
         }
-        if cooperative && !asked {
+        if cooperative && !asked && strata_core::interrupt::listening() {
             asked = true;
             strata_core::interrupt::request();
             errln!("\nstrata: stopping (Ctrl-C again to stop at once)");
             continue;
         }
         strata_core::repository::lock::release_all();
+        terminal.restore();
         let outcome = match (what, strata_core::interrupt::committed()) {
             ("backup", true) => ": the snapshot was saved",
             ("backup", false) => ": no snapshot was saved",
@@ -54,5 +56,26 @@ fn take_signals(set: libc::sigset_t, cooperative: bool, what: &'static str) {
         };
         errln!("\nstrata: interrupted{outcome}");
         std::process::exit(130);
+    }
+}
+
+/// The terminal's settings at start: a password prompt turns echo off,
+/// and a process that ends during it must turn it back on.
+struct Terminal(Option<libc::termios>);
+
+impl Terminal {
+    fn save() -> Terminal {
+        // SAFETY: tcgetattr fills the zeroed struct or fails (not a tty).
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            Terminal((libc::tcgetattr(0, &mut t) == 0).then_some(t))
+        }
+    }
+
+    fn restore(&self) {
+        if let Some(t) = &self.0 {
+            // SAFETY: `t` came from tcgetattr on the same descriptor.
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, t) };
+        }
     }
 }

@@ -1114,6 +1114,21 @@ fn a_hostile_key_file_made_every_command_allocate_and_compute_for_ever() {
     let env = Env::new();
     one_backup(&env);
     let key = files_under(&env.repo().join("keys")).remove(0);
+    let original = fs::read(&key).unwrap();
+    // Each parameter within its bound, but together minutes of work.
+    let mut json: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    json["memory_kib"] = serde_json::json!(4 * 1024 * 1024);
+    json["iterations"] = serde_json::json!(64);
+    fs::write(&key, serde_json::to_vec(&json).unwrap()).unwrap();
+    let out = env
+        .cmd()
+        .arg("snapshots")
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    expect(&out, 1, "hostile");
+    fs::write(&key, &original).unwrap();
+    let key = files_under(&env.repo().join("keys")).remove(0);
     let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&key).unwrap()).unwrap();
     json["memory_kib"] = serde_json::json!(u32::MAX);
     json["iterations"] = serde_json::json!(u32::MAX);
@@ -1197,12 +1212,23 @@ fn an_interrupted_restore_deleted_the_files_it_had_completed() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // Once its files exist under temporary names, data is being written.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !target.join("src").exists() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
+        // Interrupt once about a third of the data is on disk: the blocks
+        // the temporary files hold tell (they are created sparse).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let written: u64 = fs::read_dir(target.join("src"))
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok()?.metadata().ok())
+                        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+                        .sum()
+                })
+                .unwrap_or(0);
+            if written > (300 * 300_000) / 3 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
-        std::thread::sleep(Duration::from_millis(delay));
+        std::thread::sleep(Duration::from_millis(delay / 20));
         send(&child, nix::sys::signal::Signal::SIGINT);
         let out = child.wait_with_output().unwrap();
         let names: Vec<PathBuf> = files_under(&target);
@@ -1324,4 +1350,50 @@ fn restore_json_gave_a_shell_quoted_path_and_a_full_disk_was_not_an_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+}
+
+#[test]
+fn snapshots_of_paths_that_are_not_utf8_were_merged_by_forget() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    env.init();
+    let a = env.path("d").join(std::ffi::OsStr::from_bytes(b"nu\xff"));
+    let b = env.path("d").join(std::ffi::OsStr::from_bytes(b"nu\xfe"));
+    write(&a.join("f"), b"1");
+    write(&b.join("f"), b"2");
+    for p in [&a, &a, &b] {
+        let out = env.cmd().arg("backup").arg(p).output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    }
+    let out = run(&env, ["forget", "--keep-last", "1", "--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let keeps = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("keep "))
+        .count();
+    assert_eq!(keeps, 2, "one kept per path: {text}");
+    // The latest snapshot's files are reached by the path as backed up.
+    let mut abs = b.as_os_str().as_bytes().to_vec();
+    abs.extend_from_slice(b"/f");
+    let out = env
+        .cmd()
+        .args(["dump", "latest"])
+        .arg(std::ffi::OsStr::from_bytes(&abs))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(out.stdout, b"2");
+}
+
+#[test]
+fn the_wrong_password_message_said_the_key_opens() {
+    let env = Env::new();
+    one_backup(&env);
+    let out = env
+        .cmd()
+        .env("STRATA_PASSWORD", "wrong")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    expect(&out, 12, "no key");
 }

@@ -185,9 +185,13 @@ impl KdfParams {
 
     /// Derive a 32-byte wrapping key from a password.
     pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<[u8; 32]> {
+        // Both at their largest would take many minutes: the product is
+        // bounded too (4 GiB × 8 passes, ten times what `init` offers).
+        let work = u64::from(self.memory_kib) * u64::from(self.iterations);
         if self.memory_kib > Self::MAX_MEMORY_KIB
             || self.iterations > Self::MAX_ITERATIONS
             || self.parallelism > Self::MAX_PARALLELISM
+            || work > u64::from(Self::MAX_MEMORY_KIB) * 8
         {
             return Err(Error::corrupted(format!(
                 "Argon2id parameters of {} KiB, {} passes and {} lanes are beyond what strata uses (at most 4 GiB, 64 passes, 64 lanes): the key file is damaged or hostile",

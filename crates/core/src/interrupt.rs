@@ -13,6 +13,18 @@ use crate::error::{Error, ErrorKind, Result};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 static COMMITTED: AtomicBool = AtomicBool::new(false);
+static LISTENING: AtomicBool = AtomicBool::new(false);
+
+/// Note that an engine that honours [`request`] is running: before this
+/// (asking for a password, deriving the key) a stop cannot be honoured,
+/// and the program should end at once instead.
+pub fn listen() {
+    LISTENING.store(true, Ordering::SeqCst);
+}
+
+pub fn listening() -> bool {
+    LISTENING.load(Ordering::SeqCst)
+}
 
 /// Note that the command's result is durable (a backup's snapshot is
 /// written): stopping now loses nothing.

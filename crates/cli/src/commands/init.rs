@@ -39,6 +39,12 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     if pw.is_empty() {
         bail!("empty password: choose a password; nothing was created");
     }
+    if u64::from(args.kdf_memory) * u64::from(args.kdf_iterations) > 4096 * 8 {
+        return Err(strata_core::Error::invalid(
+            "--kdf-memory times --kdf-iterations may be at most 32768 (4096 MiB × 8 passes): more would take minutes to open",
+        )
+        .into());
+    }
     let kdf = KdfParams {
         memory_kib: args.kdf_memory.max(1) * 1024,
         iterations: args.kdf_iterations.max(1),

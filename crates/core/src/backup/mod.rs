@@ -130,10 +130,14 @@ pub fn run(
     let started = Instant::now();
     let backup_start = jiff::Timestamp::now();
     let lock = repo.lock(LockKind::Shared)?;
+    crate::interrupt::listen();
     repo.load_index()?;
     let roots = top_level(&opts.paths)?;
     let hostname = opts.hostname.clone().unwrap_or_else(crate::hostname);
-    let paths: Vec<String> = roots.iter().map(|(p, _)| p.display().to_string()).collect();
+    let paths: Vec<String> = roots
+        .iter()
+        .map(|(p, _)| crate::format::path_text(p.as_os_str().as_bytes()))
+        .collect();
     let parent = find_parent(repo, opts, &hostname, &paths)?;
     // Parent nodes changed less than a second before the parent backup began
     // might have changed again within the same timestamp tick: not trusted.

@@ -277,7 +277,16 @@ pub fn quote_bytes(bytes: &[u8]) -> String {
 /// paragraph separators, zero-width and direction marks and overrides, the
 /// byte order mark. Shown as `\u{…}` so a name cannot pose as another.
 fn invisible(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{61c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}'
+    )
 }
 
 fn dollar_quote(bytes: &[u8]) -> String {
@@ -305,6 +314,57 @@ fn dollar_quote(bytes: &[u8]) -> String {
         }
     }
     out.push('\'');
+    out
+}
+
+/// A backed-up path as the text a snapshot records (`Snapshot::paths`):
+/// itself when it is UTF-8, else its `$'…'` quoting. Absolute paths begin
+/// with `/`, so a quoted one never equals one that is UTF-8: snapshots of
+/// `nu\xff` and `nu\xfe` stay apart (a lossy U+FFFD would merge them).
+pub fn path_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_string(),
+        Err(_) => quote_bytes(bytes),
+    }
+}
+
+/// The bytes of a path recorded by [`path_text`].
+pub fn path_bytes(text: &str) -> Vec<u8> {
+    let Some(body) = text.strip_prefix("$'").and_then(|t| t.strip_suffix('\'')) else {
+        return text.as_bytes().to_vec();
+    };
+    let mut out = Vec::with_capacity(body.len());
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push(b'\n'),
+            Some('t') => out.push(b'\t'),
+            Some('r') => out.push(b'\r'),
+            Some('x') => {
+                let hex: String = chars.by_ref().take(2).collect();
+                out.push(u8::from_str_radix(&hex, 16).unwrap_or(b'?'));
+            }
+            Some('u') => {
+                let hex: String = chars.by_ref().take(4).collect();
+                let c = u32::from_str_radix(&hex, 16)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .unwrap_or('?');
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+            Some(other) => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(other.encode_utf8(&mut buf).as_bytes());
+            }
+            None => out.push(b'\\'),
+        }
+    }
     out
 }
 
@@ -346,6 +406,15 @@ mod tests {
         assert_eq!(quote_bytes(b""), "''");
         assert_eq!(quote_bytes(b"-rf"), "'-rf'");
         assert_eq!(quote_bytes("a\u{2028}b".as_bytes()), "$'a\\u2028b'");
+        for raw in [
+            &b"/tmp/nu\xff"[..],
+            b"/a\nb\\c'd\x1b",
+            "/e\u{202e}f".as_bytes(),
+            b"/plain",
+        ] {
+            assert_eq!(path_bytes(&path_text(raw)), raw, "{raw:?}");
+        }
+        assert_ne!(path_text(b"/nu\xff"), path_text(b"/nu\xfe"));
         assert_eq!(
             quote_bytes("evil\u{202e}txt.exe".as_bytes()),
             "$'evil\\u202etxt.exe'"

@@ -77,7 +77,8 @@ impl Snapshot {
         let trimmed = trim_slashes(path);
         let first = trimmed.split(|&b| b == b'/').find(|c| !c.is_empty());
         let stored_names = self.paths.iter().map(|p| {
-            let p = trim_slashes(p.as_bytes());
+            let p = super::path_bytes(p);
+            let p = trim_slashes(&p);
             crate::backup::stored_name(std::path::Path::new(std::ffi::OsStr::from_bytes(
                 if p.is_empty() { b"/" } else { p },
             )))
@@ -93,10 +94,10 @@ impl Snapshot {
     /// it is equal to or under one of [`Snapshot::paths`].
     pub fn original_to_stored(&self, path: &[u8]) -> Option<Vec<u8>> {
         let trimmed = trim_slashes(path);
-        let best = self
-            .paths
+        let paths: Vec<Vec<u8>> = self.paths.iter().map(|p| super::path_bytes(p)).collect();
+        let best = paths
             .iter()
-            .map(|p| trim_slashes(p.as_bytes()))
+            .map(|p| trim_slashes(p))
             .filter(|p| {
                 trimmed == *p
                     || (trimmed.starts_with(p)

@@ -141,7 +141,9 @@ pub fn release_all() {
     for h in held {
         let _busy = lock(&h.busy); // not while a refresh replaces it
         let name = lock(&h.name).clone();
-        let _ = h.storage.remove(ObjectKind::Lock, &name);
+        if !name.is_empty() {
+            let _ = h.storage.remove(ObjectKind::Lock, &name);
+        }
     }
 }
 
@@ -360,13 +362,20 @@ pub(crate) fn acquire(
         lost: AtomicBool::new(false),
         timing,
     });
-    let name = held.write(&info)?;
-    *lock(&held.name) = name.clone();
-    {
-        let mut all = lock(&HELD_LOCKS);
-        all.retain(|w| w.strong_count() > 0);
-        all.push(Arc::downgrade(&held));
-    }
+    // Registered before the object is written, and written while `busy`
+    // is held: `release_all` then either waits for the name or finds none
+    // written yet, so no lock of this process can escape it.
+    let name = {
+        let _busy = lock(&held.busy);
+        {
+            let mut all = lock(&HELD_LOCKS);
+            all.retain(|w| w.strong_count() > 0);
+            all.push(Arc::downgrade(&held));
+        }
+        let name = held.write(&info)?;
+        *lock(&held.name) = name.clone();
+        name
+    };
     let (stop, stopped) = crossbeam_channel::bounded(0);
     let refresher = {
         let held = held.clone();

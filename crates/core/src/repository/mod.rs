@@ -763,7 +763,7 @@ fn unwrap_any_key(
         format!(
             "wrong password: {} of {} opens with it",
             if tried == 1 {
-                "the key".to_string()
+                "no key".to_string()
             } else {
                 format!("none of the {tried} keys")
             },

@@ -102,6 +102,7 @@ pub fn run(
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreSummary> {
     let _lock = repo.read_lock()?;
+    crate::interrupt::listen();
     repo.load_index()?;
     let filter = PathFilter::new(&opts.include, &opts.exclude, opts.delete)?;
     let (roots, start) = resolve_subpath(repo, tree, opts.subpath.as_deref())?;
