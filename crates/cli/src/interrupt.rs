@@ -72,10 +72,16 @@ impl Terminal {
         }
     }
 
+    /// Only in the foreground: a background process that sets the
+    /// terminal is stopped (SIGTTOU) instead of ending.
     fn restore(&self) {
         if let Some(t) = &self.0 {
-            // SAFETY: `t` came from tcgetattr on the same descriptor.
-            unsafe { libc::tcsetattr(0, libc::TCSANOW, t) };
+            // SAFETY: plain queries; `t` came from tcgetattr on fd 0.
+            unsafe {
+                if libc::tcgetpgrp(0) == libc::getpgrp() {
+                    libc::tcsetattr(0, libc::TCSANOW, t);
+                }
+            }
         }
     }
 }

@@ -69,6 +69,8 @@ pub fn stdout_failed(e: &std::io::Error) {
 
 /// End the process as a shell tool whose reader went away ends.
 pub fn die_of_sigpipe() -> ! {
+    // Its locks would otherwise look live to other hosts for a while.
+    strata_core::repository::lock::release_all();
     // SAFETY: restoring the default action of SIGPIPE and raising it only
     // affects this process, which is meant to end here.
     unsafe {
@@ -229,7 +231,7 @@ pub fn path(p: &std::path::Path) -> String {
 pub fn paths(paths: &[String]) -> String {
     paths
         .iter()
-        .map(|p| strata_core::format::quote_bytes(p.as_bytes()))
+        .map(|p| strata_core::format::quote_bytes(&strata_core::format::path_bytes(p)))
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -1397,3 +1397,67 @@ fn the_wrong_password_message_said_the_key_opens() {
         .unwrap();
     expect(&out, 12, "no key");
 }
+
+#[test]
+fn a_path_as_backed_up_under_a_directory_named_like_a_stored_name_was_taken_as_stored() {
+    // The snapshot's top level holds `tmp` (the last component of the
+    // path backed up), and the path as backed up also begins with /tmp.
+    let env = Env::new();
+    let dir = env.path("x/tmp");
+    write(&dir.join("f"), b"found");
+    env.init();
+    env.backup(&[dir.to_str().unwrap()]);
+    let file = dir.join("f");
+    let out = run(&env, ["dump", "latest", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(out.stdout, b"found");
+    let out = run(&env, ["dump", "latest", "/tmp/f"]);
+    assert_eq!(out.stdout, b"found", "the stored form works too");
+}
+
+#[test]
+fn verify_after_a_damaged_file_checked_the_wrong_files() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"small and intact");
+    write(&src.join("b.bin"), &pseudo_random(600_000, 17));
+    env.init();
+    env.backup(&[src.to_str().unwrap()]);
+    flip_middle(&largest(&packs(&env.repo())));
+    let out = env
+        .cmd()
+        .args(["restore", "latest", "--verify", "--target"])
+        .arg(env.path("t"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    expect(&out, 3, "b.bin");
+    assert!(stdout.contains("verified 1 file, 0 failed"), "{stdout}");
+}
+
+#[test]
+fn a_truncated_pack_failed_the_files_whose_data_was_still_there() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a.bin"), &pseudo_random(100_000, 18));
+    write(&src.join("b.bin"), &pseudo_random(300_000, 19));
+    env.init();
+    // One reader: a.bin is stored first, b.bin after it.
+    env.backup(&["--threads", "1", src.to_str().unwrap()]);
+    // Cut the data pack short, inside the second file's data.
+    let pack = largest(&packs(&env.repo()));
+    let data = fs::read(&pack).unwrap();
+    fs::write(&pack, &data[..250_000]).unwrap();
+    let target = env.path("t");
+    let out = env
+        .cmd()
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    expect(&out, 3, "b.bin");
+    assert_eq!(
+        fs::read(target.join("src/a.bin")).unwrap(),
+        pseudo_random(100_000, 18)
+    );
+}

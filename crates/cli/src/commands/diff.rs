@@ -168,7 +168,7 @@ fn two_snapshots(
     let (mut a, mut b) = (s1.tree, s2.tree);
     let mut prefix = PathBuf::from("/");
     if let Some(p) = args.path.as_deref() {
-        let stored = s1.stored_path(p.as_bytes());
+        let stored = repo.resolve_in_snapshot(&s1, p.as_bytes())?;
         let stored = OsStr::from_bytes(&stored);
         prefix.push(
             Path::new(stored)
@@ -266,7 +266,7 @@ fn snapshot_dir(
         Some(p) => p,
         None => own_copy(&id, &snap, abs)?,
     };
-    let inside = snap.stored_path(&inside);
+    let inside = repo.resolve_in_snapshot(&snap, &inside)?;
     let tree = dir_tree(repo, &snap, OsStr::from_bytes(&inside))?;
     Ok((id, inside, tree))
 }

@@ -90,7 +90,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let mut prefix = PathBuf::from("/");
     if let Some(p) = args.path.as_deref() {
         if let Some(node) = super::find_path(&repo, &snap, p)? {
-            let stored = snap.stored_path(p.as_bytes());
+            let stored = repo.resolve_in_snapshot(&snap, p.as_bytes())?;
             let stored = Path::new(std::ffi::OsStr::from_bytes(&stored));
             prefix = prefix.join(stored.strip_prefix("/").unwrap_or(stored));
             match node.subtree.filter(|_| node.is_dir()) {

@@ -63,7 +63,13 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let (id, snap) = strata_core::select::find(&repo, &selector, &args.filter.filter()?)?;
     // The path as backed up (`/home/me/src/x`) names the same as the
     // stored one (`/src/x`).
-    let subpath = subpath.map(|p| snap.stored_path(&p));
+    let subpath = match subpath {
+        Some(p) => {
+            repo.load_index()?;
+            Some(repo.resolve_in_snapshot(&snap, &p)?)
+        }
+        None => None,
+    };
     let opts = RestoreOptions {
         target: args.target.clone(),
         subpath,
@@ -119,8 +125,8 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         );
         if args.verify {
             outln!(
-                "verified {} files, {} failed",
-                s.verified,
+                "verified {}, {} failed",
+                strata_core::format::count(s.verified, "file"),
                 s.verify_failures
             );
         }

@@ -139,11 +139,26 @@ pub fn release_all() {
         .filter_map(std::sync::Weak::upgrade)
         .collect();
     for h in held {
-        let _busy = lock(&h.busy); // not while a refresh replaces it
+        // Not while a refresh replaces it; but a write stuck in retries must
+        // not keep the process from ending: give up after two seconds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let busy = loop {
+            match h.busy.try_lock() {
+                Ok(guard) => break Some(guard),
+                Err(std::sync::TryLockError::Poisoned(p)) => break Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => break None,
+            }
+        };
         let name = lock(&h.name).clone();
         if !name.is_empty() {
             let _ = h.storage.remove(ObjectKind::Lock, &name);
         }
+        drop(busy);
     }
 }
 

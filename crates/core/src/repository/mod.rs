@@ -345,21 +345,29 @@ impl Repository {
     /// [`Repository::read_blob`] from any copy but the one in `avoid`, a
     /// pack whose copy the caller already found damaged.
     pub fn read_blob_avoiding(&self, id: &Id, avoid: Option<&Id>) -> Result<Vec<u8>> {
-        match self.read_any_copy(id, avoid) {
-            Err(e) if e.kind() == ErrorKind::Missing && self.index().get(id).is_some() => {
+        let mut vanished = false;
+        match self.read_any_copy(id, avoid, &mut vanished) {
+            // Only a pack that vanished under us says the index is stale;
+            // damage does not (reloading for each damaged blob of a pack
+            // would read every index file thousands of times).
+            Err(e) if e.kind() == ErrorKind::Missing && vanished => {
                 self.load_index()?;
-                self.read_any_copy(id, avoid)
+                self.read_any_copy(id, avoid, &mut vanished)
             }
             other => other,
         }
     }
 
-    fn read_any_copy(&self, id: &Id, avoid: Option<&Id>) -> Result<Vec<u8>> {
+    /// Try the copies in turn; `vanished` is set when a pack the index
+    /// names was missing from storage.
+    fn read_any_copy(&self, id: &Id, avoid: Option<&Id>, vanished: &mut bool) -> Result<Vec<u8>> {
         let copies = self.index().locations(id);
         let mut failed: Option<Error> = None;
         let mut others = 0;
         for loc in copies.iter().filter(|l| Some(&l.pack) != avoid) {
-            match self.read_copy(id, loc) {
+            let read = self.read_copy(id, loc);
+            *vanished |= read.as_ref().is_err_and(|e| e.kind() == ErrorKind::Missing);
+            match read {
                 Ok(plain) => {
                     if let Some(e) = &failed {
                         tracing::warn!("{e}; read an intact copy from pack {}", loc.pack);
@@ -528,7 +536,7 @@ impl Repository {
         snap: &crate::format::snapshot::Snapshot,
         path: &[u8],
     ) -> Result<Option<crate::format::tree::Node>> {
-        let stored = snap.stored_path(path);
+        let stored = self.resolve_in_snapshot(snap, path)?;
         let first = stored.split(|&b| b == b'/').find(|p| !p.is_empty());
         if let Some(first) = first {
             let top = self.load_tree(&snap.tree)?;
@@ -547,6 +555,44 @@ impl Repository {
             }
         }
         self.find_node(snap.tree, &stored)
+    }
+
+    /// The stored path that `path` names in `snap`. A path may read both
+    /// as stored (`/root/x` in a backup of `/`, as `ls` prints it) and as
+    /// backed up (the real `/root/x`): the reading that exists is taken,
+    /// and if both exist the path is refused as ambiguous, naming both.
+    pub fn resolve_in_snapshot(
+        &self,
+        snap: &crate::format::snapshot::Snapshot,
+        path: &[u8],
+    ) -> Result<Vec<u8>> {
+        let preferred = snap.stored_path(path);
+        let Some(original) = snap.original_to_stored(path).filter(|o| *o != preferred) else {
+            return Ok(preferred);
+        };
+        let exists = |p: &[u8]| match self.find_node(snap.tree, p) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::InvalidInput || e.kind() == ErrorKind::Missing => {
+                // "not in the snapshot" and "not a directory on the way"
+                // are answers; a blob missing from the index is not.
+                if e.to_string().contains("not in the index") {
+                    Err(e)
+                } else {
+                    Ok(false)
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match (exists(&preferred)?, exists(&original)?) {
+            (true, true) => Err(Error::invalid(format!(
+                "{} is ambiguous in this snapshot: it is {} as stored and {} as backed up; give the stored path you mean (as `strata ls` prints it)",
+                crate::format::quote_bytes(path),
+                crate::format::quote_bytes(&preferred),
+                crate::format::quote_bytes(&original)
+            ))),
+            (false, true) => Ok(original),
+            _ => Ok(preferred),
+        }
     }
 
     /// Like [`Repository::open_blob`] without allocating: decrypts `sealed`

@@ -124,8 +124,10 @@ impl Repository {
     /// damage fail the whole run.
     fn read_run(&self, run: &Run) -> Result<Vec<(Id, Result<Tree>)>> {
         let name = run.pack.to_hex();
-        let elsewhere = |id: &Id, failed: Error| -> Result<Tree> {
-            let avoid = (failed.kind() == ErrorKind::Corrupted).then_some(&run.pack);
+        // `whole_run`: the run could not be read at all (a truncated pack):
+        // the blob alone may still be readable from this pack.
+        let elsewhere = |id: &Id, failed: Error, whole_run: bool| -> Result<Tree> {
+            let avoid = (failed.kind() == ErrorKind::Corrupted && !whole_run).then_some(&run.pack);
             match self.read_blob_avoiding(id, avoid) {
                 Ok(plain) => from_cbor(&plain, &format!("tree {id}")),
                 Err(e) if e.kind() == ErrorKind::Io => Err(e),
@@ -144,7 +146,7 @@ impl Repository {
                 let mut out = Vec::new();
                 for (id, _) in &run.blobs {
                     let e = Error::new(e.kind(), e.to_string());
-                    out.push((*id, elsewhere(id, e)));
+                    out.push((*id, elsewhere(id, e, true)));
                 }
                 return no_io_error(out);
             }
@@ -171,7 +173,7 @@ impl Repository {
                         u64::from(loc.length),
                     )
                     .and_then(|fresh| open(&fresh))
-                    .or_else(|_| elsewhere(id, e)),
+                    .or_else(|_| elsewhere(id, e, false)),
                 other => other,
             };
             out.push((*id, tree));

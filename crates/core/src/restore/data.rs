@@ -193,7 +193,7 @@ impl Fill<'_> {
                     Err(e) if is_damage(&e) => {
                         let e = e.context(format!("pack {name}"));
                         for need in &needs[range] {
-                            self.elsewhere(need, pack, &e)?;
+                            self.elsewhere(need, None, &e)?;
                         }
                         continue;
                     }
@@ -210,7 +210,9 @@ impl Fill<'_> {
                     &mut plain,
                 ) {
                     Ok(()) => self.write_targets(need, &plain),
-                    Err(e) => self.elsewhere(need, pack, &e.context(format!("pack {name}")))?,
+                    Err(e) => {
+                        self.elsewhere(need, Some(pack), &e.context(format!("pack {name}")))?
+                    }
                 }
             }
         }
@@ -220,8 +222,10 @@ impl Fill<'_> {
     /// The copy of `need` in `pack` is damaged or gone: read another copy
     /// (the index is loaded again if the pack vanished, as a prune moves
     /// blobs; docs/design.md, "Prune"), or fail the files that need it.
-    fn elsewhere(&self, need: &Need, pack: &Id, first: &Error) -> Result<()> {
-        let avoid = (first.kind() == ErrorKind::Corrupted).then_some(pack);
+    /// `damaged`: the pack whose copy failed to verify, not read again
+    /// (`None` when a whole run failed: each blob alone may still read).
+    fn elsewhere(&self, need: &Need, damaged: Option<&Id>, first: &Error) -> Result<()> {
+        let avoid = damaged.filter(|_| first.kind() == ErrorKind::Corrupted);
         match self.repo.read_blob_avoiding(&need.id, avoid) {
             Ok(plain) => {
                 if first.kind() == ErrorKind::Corrupted {

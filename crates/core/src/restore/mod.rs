@@ -153,11 +153,13 @@ pub fn run(
     state.link_deferred(&entries, &mut created);
     // Verify before metadata: reading may touch atimes, and the metadata
     // step sets them last.
-    if opts.verify {
+    if opts.verify && !interrupted {
+        // What is in place: written or kept (restore did not give up on
+        // it), and what was left alone.
         let done: Vec<&FileJob> = jobs
             .iter()
+            .filter(|j| created[j.entry])
             .chain(&state.skipped)
-            .filter(|j| !filled.failed.contains_key(&j.entry))
             .collect();
         data::verify(repo, &done, &nodes, &mut state.summary, progress);
     }
@@ -383,6 +385,8 @@ pub(crate) struct FileJob {
     /// Where its data is written: a temporary name in the same directory,
     /// renamed to `path` once complete, so an interrupted or failed restore
     /// leaves at `path` either what was there before or the whole file.
+    /// (A file that replaces another is synced before the rename; a new
+    /// one is not, so after a power cut, unlike a kill, it may be short.)
     pub tmp: Option<PathBuf>,
     /// Whether a file exists at `path` (the rename replaces it: its data
     /// is synced first, so a crash cannot leave an empty file instead).
