@@ -163,7 +163,7 @@ impl Command {
                 | Command::Check(_)
                 | Command::Diff(_)
                 | Command::Stats(_)
-        )
+        ) || matches!(self, Command::Key(k) if k.read_only())
     }
 }
 

@@ -141,8 +141,16 @@ fn password_and_source(
         }
     }
     if std::io::stdin().is_terminal() {
-        let pw = rpassword::prompt_password(prompt)
-            .context("cannot read the password from the terminal")?;
+        let pw = rpassword::prompt_password(prompt).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                anyhow::Error::new(strata_core::Error::new(
+                    strata_core::ErrorKind::Interrupted,
+                    "interrupted at the password prompt",
+                ))
+            } else {
+                anyhow::Error::new(e).context("cannot read the password from the terminal")
+            }
+        })?;
         return Ok((pw, "the prompt".into()));
     }
     bail!("no password given: use --password-file, --password-command, STRATA_PASSWORD_FILE or STRATA_PASSWORD")

@@ -1350,6 +1350,14 @@ fn restore_json_gave_a_shell_quoted_path_and_a_full_disk_was_not_an_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let full = fs::File::options().write(true).open("/dev/full").unwrap();
+    let out = env
+        .std_cmd()
+        .args(["key", "list"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "key list: {}", stderr_of(&out));
 }
 
 #[test]

@@ -13,6 +13,13 @@ pub struct Args {
     action: Action,
 }
 
+impl Args {
+    /// Whether this only reads (`key list`).
+    pub fn read_only(&self) -> bool {
+        matches!(self.action, Action::List)
+    }
+}
+
 #[derive(clap::Subcommand, Debug)]
 enum Action {
     /// List the repository's keys; `*` marks the one in use.
