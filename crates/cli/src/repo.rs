@@ -181,6 +181,7 @@ fn run_password_command(cmd: &str) -> Result<String> {
         .stderr(std::process::Stdio::inherit())
         .spawn()
         .with_context(|| format!("cannot run password command {cmd:?}"))?;
+    crate::interrupt::watch_child(child.id());
     let stdout = child.stdout.take();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -205,7 +206,9 @@ fn run_password_command(cmd: &str) -> Result<String> {
     }
     let status = child
         .wait()
-        .with_context(|| format!("password command {cmd:?}"))?;
+        .with_context(|| format!("password command {cmd:?}"));
+    crate::interrupt::watch_child(0);
+    let status = status?;
     if !status.success() || !read_ok {
         bail!("password command {cmd:?} failed with {status}");
     }
@@ -217,6 +220,7 @@ fn run_password_command(cmd: &str) -> Result<String> {
 fn kill_group(child: &mut std::process::Child) {
     let _ = child.kill();
     let _ = child.wait();
+    crate::interrupt::watch_child(0);
 }
 
 /// Where a remote repository's metadata is cached: `STRATA_CACHE_DIR` or

@@ -1469,3 +1469,31 @@ fn a_truncated_pack_failed_the_files_whose_data_was_still_there() {
         pseudo_random(100_000, 18)
     );
 }
+
+#[test]
+fn an_interrupted_password_command_was_left_running() {
+    let env = Env::new();
+    one_backup(&env);
+    let marker = "31.4159";
+    let child = env
+        .std_cmd()
+        .env_remove("STRATA_PASSWORD")
+        .args([
+            "--password-command",
+            &format!("exec sleep {marker}"),
+            "snapshots",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    send(&child, nix::sys::signal::Signal::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
+    std::thread::sleep(Duration::from_millis(200));
+    let running = fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| fs::read(e.ok()?.path().join("cmdline")).ok())
+        .any(|cmd| String::from_utf8_lossy(&cmd).contains(marker));
+    assert!(!running, "the password command was stopped too");
+}
