@@ -193,7 +193,7 @@ fn run_password_command(cmd: &str) -> Result<String> {
     let (read_ok, text) = match outcome {
         Ok(got) => got,
         Err(_) => {
-            kill_group(&mut child);
+            stop(&mut child);
             bail!(
                 "password command {cmd:?} did not finish within {} s",
                 PASSWORD_COMMAND_TIMEOUT.as_secs()
@@ -201,7 +201,7 @@ fn run_password_command(cmd: &str) -> Result<String> {
         }
     };
     if text.len() as u64 > PASSWORD_LIMIT {
-        kill_group(&mut child);
+        stop(&mut child);
         bail!("password command {cmd:?} printed more than {PASSWORD_LIMIT} bytes: it should print the password on one line");
     }
     let status = child
@@ -217,7 +217,7 @@ fn run_password_command(cmd: &str) -> Result<String> {
 
 /// Stop a password command (what it started in turn may outlive it, but
 /// no longer holds strata up: the output is not waited for).
-fn kill_group(child: &mut std::process::Child) {
+fn stop(child: &mut std::process::Child) {
     let _ = child.kill();
     let _ = child.wait();
     crate::interrupt::watch_child(0);

@@ -91,6 +91,12 @@ impl Error {
         )
     }
 
+    /// Whether an object is damaged or gone (as opposed to storage that
+    /// cannot be reached): another copy may still be read.
+    pub fn is_damage(&self) -> bool {
+        matches!(self.kind, ErrorKind::Corrupted | ErrorKind::Missing)
+    }
+
     /// Whether this is a failure to write to storage that refuses writes:
     /// a read-only filesystem, or no permission to write.
     pub fn is_read_only(&self) -> bool {

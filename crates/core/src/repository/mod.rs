@@ -374,7 +374,7 @@ impl Repository {
                     }
                     return Ok(plain);
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::Missing) => {
+                Err(e) if e.is_damage() => {
                     match &failed {
                         // Damage says more than a vanished pack.
                         Some(f) if f.kind() == ErrorKind::Corrupted => others += 1,
@@ -489,6 +489,26 @@ impl Repository {
     /// the tree `root`; `None` for an empty path (the root itself).
     pub fn find_node(&self, root: Id, path: &[u8]) -> Result<Option<crate::format::tree::Node>> {
         let shown = crate::format::quote_bytes(path);
+        match self.lookup(root, path)? {
+            Ok(found) => Ok(found),
+            Err(NotThere::AtTop(names)) => Err(Error::missing(format!(
+                "{shown} is not in the snapshot; its top level holds {}",
+                names.join(", ")
+            ))),
+            Err(NotThere::Below) => Err(Error::missing(format!("{shown} is not in the snapshot"))),
+            Err(NotThere::NotADirectory) => Err(Error::invalid(format!(
+                "{shown}: a component on the way is not a directory"
+            ))),
+        }
+    }
+
+    /// Walk `path` from the tree `root`: the node (`None` for the root
+    /// itself), or why there is none. Errors are only failures to read.
+    fn lookup(
+        &self,
+        root: Id,
+        path: &[u8],
+    ) -> Result<std::result::Result<Option<crate::format::tree::Node>, NotThere>> {
         let parts: Vec<&[u8]> = path
             .split(|&b| b == b'/')
             .filter(|p| !p.is_empty())
@@ -497,34 +517,30 @@ impl Repository {
         let mut found = None;
         for (i, part) in parts.iter().enumerate() {
             let nodes = self.load_tree(&tree)?.nodes;
-            let top: Vec<String> = if i == 0 {
-                nodes
-                    .iter()
-                    .map(|n| crate::format::quote_bytes(&[b"/", n.name.as_slice()].concat()))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let node = nodes.into_iter().find(|n| n.name == *part).ok_or_else(|| {
-                Error::missing(if i == 0 {
-                    format!(
-                        "{shown} is not in the snapshot; its top level holds {}",
-                        top.join(", ")
+            let Some(pos) = nodes.iter().position(|n| n.name == *part) else {
+                return Ok(Err(if i == 0 {
+                    NotThere::AtTop(
+                        nodes
+                            .iter()
+                            .map(|n| {
+                                crate::format::quote_bytes(&[b"/", n.name.as_slice()].concat())
+                            })
+                            .collect(),
                     )
                 } else {
-                    format!("{shown} is not in the snapshot")
-                })
-            })?;
+                    NotThere::Below
+                }));
+            };
+            let node = nodes.into_iter().nth(pos);
             if i + 1 < parts.len() {
-                tree = node.subtree.ok_or_else(|| {
-                    Error::invalid(format!(
-                        "{shown}: a component on the way is not a directory"
-                    ))
-                })?;
+                match node.as_ref().and_then(|n| n.subtree) {
+                    Some(sub) => tree = sub,
+                    None => return Ok(Err(NotThere::NotADirectory)),
+                }
             }
-            found = Some(node);
+            found = node;
         }
-        Ok(found)
+        Ok(Ok(found))
     }
 
     /// The node at `path` in `snap`, given as backed up (`/home/me/src/x`)
@@ -537,23 +553,6 @@ impl Repository {
         path: &[u8],
     ) -> Result<Option<crate::format::tree::Node>> {
         let stored = self.resolve_in_snapshot(snap, path)?;
-        let first = stored.split(|&b| b == b'/').find(|p| !p.is_empty());
-        if let Some(first) = first {
-            let top = self.load_tree(&snap.tree)?;
-            if !top.nodes.iter().any(|n| n.name == first) {
-                let names: Vec<String> = top
-                    .nodes
-                    .iter()
-                    .map(|n| crate::format::quote_bytes(&[b"/", n.name.as_slice()].concat()))
-                    .collect();
-                return Err(Error::missing(format!(
-                    "{} is not in the snapshot; its top level holds {} (backed up from {})",
-                    crate::format::quote_bytes(path),
-                    names.join(", "),
-                    snap.paths.join(", ")
-                )));
-            }
-        }
         self.find_node(snap.tree, &stored)
     }
 
@@ -570,19 +569,7 @@ impl Repository {
         let Some(original) = snap.original_to_stored(path).filter(|o| *o != preferred) else {
             return Ok(preferred);
         };
-        let exists = |p: &[u8]| match self.find_node(snap.tree, p) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::InvalidInput || e.kind() == ErrorKind::Missing => {
-                // "not in the snapshot" and "not a directory on the way"
-                // are answers; a blob missing from the index is not.
-                if e.to_string().contains("not in the index") {
-                    Err(e)
-                } else {
-                    Ok(false)
-                }
-            }
-            Err(e) => Err(e),
-        };
+        let exists = |p: &[u8]| self.lookup(snap.tree, p).map(|found| found.is_ok());
         match (exists(&preferred)?, exists(&original)?) {
             (true, true) => Err(Error::invalid(format!(
                 "{} is ambiguous in this snapshot: it is {} as stored and {} as backed up; give the stored path you mean (as `strata ls` prints it)",
@@ -693,6 +680,14 @@ impl Repository {
         self.storage.write(ObjectKind::Key, &id.to_hex(), &json)?;
         Ok(id)
     }
+}
+
+/// Why [`Repository::find_node`] found nothing: not a failure to read.
+enum NotThere {
+    /// The first component is not at the top; these names are.
+    AtTop(Vec<String>),
+    Below,
+    NotADirectory,
 }
 
 /// `init` must never write a new key beside old data: a repository whose

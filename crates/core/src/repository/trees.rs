@@ -142,7 +142,7 @@ impl Repository {
             run.end - run.start,
         ) {
             Ok(bytes) => bytes,
-            Err(e) if is_damage(&e) => {
+            Err(e) if e.is_damage() => {
                 let mut out = Vec::new();
                 for (id, _) in &run.blobs {
                     let e = Error::new(e.kind(), e.to_string());
@@ -164,7 +164,7 @@ impl Repository {
             let tree = match open(&bytes[from..from + loc.length as usize]) {
                 // Perhaps a cached copy damaged since it was checked: read
                 // the storage itself, then any other copy.
-                Err(e) if is_damage(&e) => self
+                Err(e) if e.is_damage() => self
                     .storage
                     .read_range(
                         ObjectKind::Pack,
@@ -182,15 +182,11 @@ impl Repository {
     }
 }
 
-fn is_damage(e: &Error) -> bool {
-    matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::Missing)
-}
-
 /// Per-tree results, unless one failed for a reason that is not damage.
 fn no_io_error(mut out: Vec<(Id, Result<Tree>)>) -> Result<Vec<(Id, Result<Tree>)>> {
     match out
         .iter()
-        .position(|(_, r)| r.as_ref().is_err_and(|e| !is_damage(e)))
+        .position(|(_, r)| r.as_ref().is_err_and(|e| !e.is_damage()))
     {
         Some(pos) => match out.swap_remove(pos) {
             (_, Err(e)) => Err(e),

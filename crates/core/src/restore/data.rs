@@ -190,7 +190,7 @@ impl Fill<'_> {
                     .read_range(ObjectKind::Pack, &name, start, end - start)
                 {
                     Ok(run) => run,
-                    Err(e) if is_damage(&e) => {
+                    Err(e) if e.is_damage() => {
                         let e = e.context(format!("pack {name}"));
                         for need in &needs[range] {
                             self.elsewhere(need, None, &e)?;
@@ -234,7 +234,7 @@ impl Fill<'_> {
                 self.write_targets(need, &plain);
                 Ok(())
             }
-            Err(e) if is_damage(&e) => {
+            Err(e) if e.is_damage() => {
                 let reason = if first.kind() == ErrorKind::Corrupted {
                     first.to_string()
                 } else {
@@ -281,12 +281,6 @@ impl Fill<'_> {
             }
         }
     }
-}
-
-/// Errors that mean an object is damaged or gone, as opposed to storage
-/// that cannot be reached.
-fn is_damage(e: &Error) -> bool {
-    matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::Missing)
 }
 
 /// Write `data`, found at `offset` of the file's data stream, to the file:

@@ -30,7 +30,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::to_cbor;
@@ -294,7 +294,7 @@ impl Rewriter<'_> {
         }
         let result = match self.repo.load_tree(&id) {
             Ok(tree) => self.rewrite(tree)?,
-            Err(e) if is_damage(&e) => Rewritten::Unreadable(format!("tree {}: {e}", id.short())),
+            Err(e) if e.is_damage() => Rewritten::Unreadable(format!("tree {}: {e}", id.short())),
             Err(e) => return Err(e),
         };
         self.memo.insert(id, result.clone());
@@ -378,7 +378,7 @@ impl Rewriter<'_> {
             Some(BlobKind::Tree) => Some(format!("data blob {id} is indexed as a tree")),
             Some(BlobKind::Data) if self.read_data => match self.repo.read_blob(&id) {
                 Ok(_) => None,
-                Err(e) if is_damage(&e) => Some(format!("data blob {id} is unreadable: {e}")),
+                Err(e) if e.is_damage() => Some(format!("data blob {id} is unreadable: {e}")),
                 Err(e) => return Err(e),
             },
             Some(BlobKind::Data) => None,
@@ -386,11 +386,4 @@ impl Rewriter<'_> {
         self.blobs.insert(id, problem.clone());
         Ok(problem)
     }
-}
-
-/// Whether an error means the object is lost or damaged, as opposed to a
-/// failure to reach storage, which must stop the repair rather than make it
-/// drop data that is merely out of reach.
-fn is_damage(e: &Error) -> bool {
-    matches!(e.kind(), ErrorKind::Missing | ErrorKind::Corrupted)
 }
