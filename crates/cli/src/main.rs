@@ -61,6 +61,9 @@ enum Command {
     Cat(commands::cat::Args),
     /// Restore a snapshot, or part of it, into a directory.
     Restore(commands::restore::Args),
+    /// Restore one database from its dump in a snapshot, through the server's client.
+    #[command(name = "restore-db")]
+    RestoreDb(commands::restore_db::Args),
     /// Verify the repository's structure and, optionally, all data.
     Check(commands::check::Args),
     /// Show what changed between two snapshots, or since a snapshot on disk.
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Dump(a) => commands::dump::run(&cli.global, a),
         Command::Cat(a) => commands::cat::run(&cli.global, a),
         Command::Restore(a) => commands::restore::run(&cli.global, a),
+        Command::RestoreDb(a) => commands::restore_db::run(&cli.global, a),
         Command::Check(a) => commands::check::run(&cli.global, a),
         Command::Diff(a) => commands::diff::run(&cli.global, a),
         Command::Forget(a) => commands::forget::run(&cli.global, a),
@@ -126,13 +130,17 @@ impl Command {
     /// Commands that stop at a consistent point when interrupted (see
     /// `strata_core::interrupt`); the others simply end.
     fn stops_cleanly(&self) -> bool {
-        matches!(self, Command::Backup(_) | Command::Restore(_))
+        matches!(
+            self,
+            Command::Backup(_) | Command::Restore(_) | Command::RestoreDb(_)
+        )
     }
 
     fn name(&self) -> &'static str {
         match self {
             Command::Backup(_) => "backup",
             Command::Restore(_) => "restore",
+            Command::RestoreDb(_) => "restore-db",
             _ => "",
         }
     }
@@ -145,6 +153,9 @@ impl Command {
             }
             Command::Restore(_) => {
                 "files completed so far are in place; the others were left as they were"
+            }
+            Command::RestoreDb(_) => {
+                "the database client was stopped before the end of the dump; the database may be partly restored"
             }
             _ => "stopped",
         }

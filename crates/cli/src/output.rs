@@ -236,6 +236,15 @@ pub fn paths(paths: &[String]) -> String {
         .join(" ")
 }
 
+/// What a snapshot was made of, for text output: its paths, quoted, and
+/// its other sources (`mysql:all`, `stream:db.sql`).
+pub fn snapshot_sources(s: &strata_core::format::snapshot::Snapshot) -> String {
+    let mut parts = vec![paths(&s.paths)];
+    parts.extend(s.sources.iter().map(|src| strata_core::format::quote_bytes(src.as_bytes())));
+    parts.retain(|p| !p.is_empty());
+    parts.join(" ")
+}
+
 /// A path for JSON: the text (`\xNN` for bytes that are not UTF-8).
 pub fn json_path(p: &std::path::Path) -> String {
     strata_core::format::display_bytes(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))

@@ -33,6 +33,9 @@ pub enum ErrorKind {
     UnsupportedVersion,
     /// The user asked to stop (Ctrl-C); see [`crate::interrupt`].
     Interrupted,
+    /// A program the backup or restore ran failed (a dump command, a
+    /// database client); the message has its exit status and error output.
+    CommandFailed,
 }
 
 /// The engine's error: a kind, a message for humans, and an optional cause.
@@ -76,6 +79,10 @@ impl Error {
 
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::InvalidInput, message)
+    }
+
+    pub fn command(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::CommandFailed, message)
     }
 
     pub fn missing(message: impl Into<String>) -> Self {

@@ -7,6 +7,8 @@
 //! - [`storage`]: named immutable objects (local directory, memory, faults);
 //! - [`repository`] with [`format`](mod@format) and [`crypto`]: keys, packs, index, snapshots;
 //! - [`backup`], [`restore`], [`check`]: the engines;
+//! - [`walk`] (directory trees) and [`sources`] (standard input, commands,
+//!   MySQL/MariaDB and PostgreSQL databases): what a backup reads;
 //! - the `strata` command-line program (a separate crate) on top.
 //!
 //! A first backup and restore:
@@ -34,6 +36,7 @@ pub mod packer;
 pub mod repository;
 pub mod restore;
 pub mod select;
+pub mod sources;
 pub mod stats;
 pub mod storage;
 pub mod walk;

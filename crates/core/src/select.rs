@@ -13,7 +13,9 @@ pub struct Filter {
     /// Each entry is a comma-separated group that must all be present; a
     /// snapshot matches if it has every tag of at least one group.
     pub tags: Vec<String>,
-    /// The snapshot must include every one of these paths.
+    /// The snapshot must include every one of these paths (a backed-up
+    /// path, a stream's name such as `mysql/shop.sql`, or a source such as
+    /// `mysql:all`).
     pub paths: Vec<String>,
     /// Only snapshots taken at or before this time.
     pub before: Option<jiff::Timestamp>,
@@ -36,7 +38,12 @@ impl Filter {
         let paths_ok = self
             .paths
             .iter()
-            .all(|p| s.paths.iter().any(|have| have == p.trim_end_matches('/')));
+            .all(|p| {
+                let p = p.trim_end_matches('/');
+                s.paths.iter().any(|have| have == p)
+                    || s.streams.iter().any(|have| have == p.trim_start_matches('/'))
+                    || s.sources.iter().any(|have| have == p)
+            });
         let time_ok = self.before.is_none_or(|b| s.time <= b);
         host_ok && tags_ok && paths_ok && time_ok
     }
@@ -187,6 +194,8 @@ mod tests {
             time: jiff::Timestamp::from_second(secs).unwrap(),
             tree: Id::default(),
             paths: vec!["/etc".into()],
+            streams: Vec::new(),
+            sources: Vec::new(),
             hostname: host.into(),
             username: "u".into(),
             uid: 0,

@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 use strata_core::backup::{self, BackupOptions, FileOutcome, Progress};
 use strata_core::format::snapshot::{Snapshot, Summary};
+use strata_core::sources::Source;
 use strata_core::walk::{read_exclude_file, ExcludeOptions};
 use strata_core::Id;
 
@@ -16,8 +17,47 @@ use crate::repo::{self, GlobalArgs};
 pub struct Args {
     /// Files and directories to back up; each is stored under its last
     /// path component at the top of the snapshot.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(value_name = "PATH")]
     paths: Vec<PathBuf>,
+    /// Store standard input as the file --stdin-filename of the snapshot.
+    #[arg(long, conflicts_with = "stdin_from_command")]
+    stdin: bool,
+    /// Run the command given after `--` and store its standard output as
+    /// --stdin-filename; if it fails, no snapshot is saved.
+    #[arg(long)]
+    stdin_from_command: bool,
+    /// Where --stdin or --stdin-from-command is stored in the snapshot
+    /// (may contain `/`, e.g. `mysql/shop.sql`).
+    #[arg(long, value_name = "NAME")]
+    stdin_filename: Option<String>,
+    /// The command of --stdin-from-command and its arguments, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    command_line: Vec<std::ffi::OsString>,
+    /// `NAME=COMMAND`: run COMMAND with /bin/sh and store its standard
+    /// output as NAME (repeatable). A command that fails is left out and
+    /// the snapshot is partial (exit 3).
+    #[arg(long = "command", value_name = "NAME=COMMAND")]
+    commands: Vec<String>,
+    /// Dump MySQL/MariaDB databases, each as mysql/<database>.sql, and
+    /// the users and grants as mysql/_grants.sql: `all` or `db1,db2`.
+    #[arg(long, value_name = "all|DATABASES")]
+    mysql: Option<String>,
+    /// MySQL option file to use instead of the default ones (~/.my.cnf…).
+    #[arg(long, value_name = "FILE")]
+    mysql_defaults_file: Option<PathBuf>,
+    /// Option for every MySQL client call, e.g. `--mysql-option=--socket=/run/mysqld/mysqld.sock` (repeatable).
+    #[arg(long, value_name = "OPTION", allow_hyphen_values = true)]
+    mysql_option: Vec<String>,
+    /// Dump PostgreSQL databases, each as postgresql/<database>.sql, and
+    /// roles and tablespaces as postgresql/_globals.sql: `all` or `db1,db2`.
+    #[arg(long, value_name = "all|DATABASES")]
+    postgres: Option<String>,
+    /// Option for every PostgreSQL client call, e.g. `--postgres-option=--host=/run/postgresql` (repeatable).
+    #[arg(long, value_name = "OPTION", allow_hyphen_values = true)]
+    postgres_option: Vec<String>,
+    /// Commands and database dumps run at the same time.
+    #[arg(long, default_value_t = strata_core::backup::DEFAULT_STREAM_JOBS, value_name = "N", value_parser = super::parse_threads)]
+    dump_jobs: usize,
     /// Leave out paths matching this pattern (gitignore syntax, `!` re-includes).
     #[arg(short = 'e', long, value_name = "PATTERN")]
     exclude: Vec<String>,
@@ -145,7 +185,8 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     });
     let (id, snap) = result?;
     print_summary(global, &id, &snap);
-    Ok(if snap.partial {
+    let empty_streams = snap.summary.as_ref().is_some_and(|s| s.streams_empty > 0);
+    Ok(if snap.partial || empty_streams {
         crate::exit::PARTIAL
     } else {
         crate::exit::OK
@@ -169,6 +210,12 @@ fn options(args: &Args) -> Result<BackupOptions> {
         .filter(|t| !t.is_empty())
         .map(String::from)
         .collect();
+    let sources = sources(args)?;
+    if args.paths.is_empty() && sources.is_empty() {
+        bail!(strata_core::Error::invalid(
+            "nothing to back up: give a path, --stdin, --stdin-from-command, --command, --mysql or --postgres"
+        ));
+    }
     for p in &args.paths {
         if p.symlink_metadata().is_err() {
             bail!(
@@ -194,7 +241,71 @@ fn options(args: &Args) -> Result<BackupOptions> {
         parent: None,
         force: args.force,
         threads: args.threads,
+        sources,
+        stream_jobs: args.dump_jobs,
     })
+}
+
+/// The streams and databases asked for, checked before anything runs.
+fn sources(args: &Args) -> Result<Vec<Source>> {
+    use strata_core::sources::{mysql, postgres, CommandSpec, Databases, Stream, StreamName};
+    let usage = |m: String| strata_core::Error::invalid(m);
+    let mut out = Vec::new();
+    let stdin_name = || StreamName::parse(args.stdin_filename.as_deref().unwrap_or("stdin"));
+    if args.stdin {
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            bail!(usage(
+                "--stdin reads standard input, which is a terminal: pipe the data in (`pg_dump db | strata backup --stdin …`)".into()
+            ));
+        }
+        let mut stream = Stream::reader(stdin_name()?, Box::new(std::io::stdin()));
+        stream.required = true;
+        out.push(Source::Stream(stream));
+    }
+    if args.stdin_from_command {
+        let Some((program, rest)) = args.command_line.split_first() else {
+            bail!(usage(
+                "--stdin-from-command needs the command after `--`: `strata backup --stdin-from-command --stdin-filename db.sql -- pg_dump db`".into()
+            ));
+        };
+        let mut stream = Stream::command(stdin_name()?, CommandSpec::new(program, rest.to_vec()));
+        stream.required = true;
+        out.push(Source::Stream(stream));
+    } else if !args.command_line.is_empty() {
+        bail!(usage(format!(
+            "{:?} after `--` is a command, but --stdin-from-command is not given",
+            args.command_line[0]
+        )));
+    }
+    if args.stdin_filename.is_some() && !args.stdin && !args.stdin_from_command {
+        bail!(usage(
+            "--stdin-filename names what --stdin or --stdin-from-command stores; give one of them".into()
+        ));
+    }
+    for c in &args.commands {
+        let Some((name, line)) = c.split_once('=').filter(|(n, l)| !n.is_empty() && !l.trim().is_empty()) else {
+            bail!(usage(format!(
+                "--command {c:?}: give NAME=COMMAND, e.g. --command 'ldap.ldif=slapcat -n 1'"
+            )));
+        };
+        out.push(Source::Stream(Stream::shell(StreamName::parse(name)?, line)));
+    }
+    if let Some(dbs) = &args.mysql {
+        let mut o = mysql::Options::new(Databases::parse(dbs)?);
+        o.defaults_file = args.mysql_defaults_file.clone();
+        o.options = args.mysql_option.clone();
+        out.push(Source::Mysql(o));
+    } else if args.mysql_defaults_file.is_some() || !args.mysql_option.is_empty() {
+        bail!(usage("--mysql-defaults-file and --mysql-option go with --mysql".into()));
+    }
+    if let Some(dbs) = &args.postgres {
+        let mut o = postgres::Options::new(Databases::parse(dbs)?);
+        o.options = args.postgres_option.clone();
+        out.push(Source::Postgres(o));
+    } else if !args.postgres_option.is_empty() {
+        bail!(usage("--postgres-option goes with --postgres".into()));
+    }
+    Ok(out)
 }
 
 struct StopOnDrop<'a>(&'a AtomicBool);
@@ -263,6 +374,17 @@ fn print_summary(global: &GlobalArgs, id: &Id, snap: &Snapshot) {
         s.symlinks,
         s.other_nodes
     );
+    if s.streams > 0 {
+        outln!(
+            "Streams:    {} saved{}",
+            s.streams,
+            if s.streams_empty > 0 {
+                format!(", {} of them empty", s.streams_empty)
+            } else {
+                String::new()
+            }
+        );
+    }
     outln!("Read:       {}", bytes(s.bytes_read));
     outln!(
         "Original:   {}  (all files in this snapshot)",
@@ -280,6 +402,13 @@ fn print_summary(global: &GlobalArgs, id: &Id, snap: &Snapshot) {
             "snapshot {} saved, but {} could not be read (see errors above)",
             id.short(),
             strata_core::format::count(s.errors, "entry")
+        );
+    } else if s.streams_empty > 0 {
+        outln!(
+            "snapshot {} saved, but {} {} empty (see warnings above)",
+            id.short(),
+            strata_core::format::count(s.streams_empty, "stream"),
+            if s.streams_empty == 1 { "was" } else { "were" }
         );
     } else {
         outln!("snapshot {} saved", id.short());

@@ -106,7 +106,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         errln!(
             "snapshot {} of {} at {}",
             id.short(),
-            output::paths(&snap.paths),
+            output::snapshot_sources(&snap),
             output::local_time(snap.time)
         );
     }

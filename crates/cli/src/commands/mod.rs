@@ -11,6 +11,7 @@ pub mod ls;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod restore_db;
 pub mod snapshots;
 pub mod stats;
 pub mod unlock;

@@ -188,7 +188,7 @@ fn print_snapshot(p: &rs::SnapshotPlan) {
             p.id.short(),
             output::local_time(p.snapshot.time),
             p.snapshot.hostname,
-            output::paths(&p.snapshot.paths)
+            output::snapshot_sources(&p.snapshot)
         )
     };
     match &p.outcome {

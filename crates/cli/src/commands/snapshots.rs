@@ -20,6 +20,8 @@ pub fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
         "host": s.hostname,
         "username": s.username,
         "paths": s.paths,
+        "sources": s.sources,
+        "streams": s.streams,
         "tags": s.tags,
         "parent": s.parent.map(|p| p.to_hex()),
         "original": s.original.map(|p| p.to_hex()),
@@ -57,7 +59,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
                 output::local_time(s.time),
                 s.hostname.clone(),
                 s.tags.join(","),
-                crate::output::paths(&s.paths),
+                crate::output::snapshot_sources(&s),
                 format!("{size}{}", if s.partial { " (partial)" } else { "" }),
             ]
         })

@@ -12,6 +12,7 @@
 
 mod file;
 mod prefetch;
+mod streams;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -32,6 +33,7 @@ use crate::id::Id;
 use crate::packer::BlobSaver;
 use crate::repository::{LockKind, Repository};
 use crate::select;
+use crate::sources::{Source, Stream};
 use crate::walk::{node_reusing, ExcludeOptions, Excluder, NameCache};
 
 pub(crate) use file::chunk_ids;
@@ -51,6 +53,10 @@ pub struct BackupOptions {
     pub force: bool,
     /// Worker threads reading files; 0 means one per core.
     pub threads: usize,
+    /// Streams and databases stored beside the paths.
+    pub sources: Vec<Source>,
+    /// Streams (commands, database dumps) read at the same time.
+    pub stream_jobs: usize,
 }
 
 impl BackupOptions {
@@ -64,9 +70,15 @@ impl BackupOptions {
             parent: None,
             force: false,
             threads: 0,
+            sources: Vec::new(),
+            stream_jobs: DEFAULT_STREAM_JOBS,
         }
     }
 }
+
+/// Streams read at once unless asked otherwise: database dumps load their
+/// server, so a few at a time.
+pub const DEFAULT_STREAM_JOBS: usize = 2;
 
 /// Events of a running backup; every method has a do-nothing default.
 pub trait Progress: Sync {
@@ -129,10 +141,21 @@ pub fn run(
 ) -> Result<(Id, Snapshot)> {
     let started = Instant::now();
     let backup_start = jiff::Timestamp::now();
+    let snapshot_time = opts.time.unwrap_or(backup_start);
+    check_sources(opts)?;
     let lock = repo.lock(LockKind::Shared)?;
     crate::interrupt::listen();
     repo.load_index()?;
-    let roots = top_level(&opts.paths)?;
+    let roots = top_level(&opts.paths, !opts.sources.is_empty())?;
+    let (streams, source_failures) = expand_sources(&opts.sources);
+    let required: Vec<_> = streams
+        .iter()
+        .filter(|s| s.required)
+        .map(|s| s.name.clone())
+        .collect();
+    let top_names: Vec<Vec<u8>> = roots.iter().map(|(_, n)| n.clone()).collect();
+    streams::check_names(&streams, &top_names)?;
+    let stamp = streams::Stamp::now(snapshot_time);
     let hostname = opts.hostname.clone().unwrap_or_else(crate::hostname);
     let paths: Vec<String> = roots
         .iter()
@@ -183,7 +206,7 @@ pub fn run(
         .filter(|p| p.symlink_metadata().is_ok_and(|m| m.is_dir()))
         .collect();
     let prefetch = prefetch::Prefetch::new(dirs, &walk_done, &excluder);
-    let walked = std::thread::scope(|scope| -> Result<(Id, Summary)> {
+    let walked = std::thread::scope(|scope| -> Result<(Id, Summary, Vec<String>)> {
         // Only when a parent lets most files go unread: then the walk is the
         // backup. Without one, workers keep both cores busy on their own.
         if parent_tree.is_some() {
@@ -205,6 +228,15 @@ pub fn run(
             });
         }
         drop(jobs_rx);
+        let streamed = scope.spawn(|| {
+            streams::save_all(
+                &saver,
+                &chunker,
+                streams,
+                opts.stream_jobs,
+                &stamp,
+            )
+        });
         let mut walker = Walker {
             saver: &saver,
             excluder: &excluder,
@@ -216,10 +248,28 @@ pub fn run(
             trusted_before,
             at_root: false,
         };
-        let tree_id = walker.save_roots(&roots, parent_tree.as_ref());
+        let nodes = walker.save_roots(&roots, parent_tree.as_ref());
         walk_done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if nodes.is_err() {
+            crate::sources::command::stop_all();
+        }
+        let streamed = streamed
+            .join()
+            .map_err(|_| Error::invalid("the stream thread stopped unexpectedly"))?;
+        let mut nodes = nodes?;
+        for (name, message) in &source_failures {
+            walker.fail(Path::new(name), message);
+        }
+        let (stream_nodes, names) = walker.add_streams(streamed?, &required, &stamp)?;
+        if nodes.is_empty() && stream_nodes.is_empty() {
+            return Err(Error::command(
+                "nothing was backed up: every source failed (see the errors above); no snapshot was saved",
+            ));
+        }
+        nodes.extend(stream_nodes);
+        let tree_id = walker.save_tree(nodes);
         drop(walker.jobs); // lets the workers finish
-        Ok((tree_id?, walker.summary))
+        Ok((tree_id?, walker.summary, names))
     });
     if walked
         .as_ref()
@@ -232,7 +282,7 @@ pub fn run(
             .and_then(|()| lock.check())
             .and_then(|()| saver.finish());
     }
-    let (tree_id, mut summary) = walked?;
+    let (tree_id, mut summary, stream_names) = walked?;
     // Without a lock, a prune may already have condemned blobs this backup
     // deduplicated against: writing the index and snapshot could then
     // publish references to data about to be deleted (docs/design.md).
@@ -243,9 +293,11 @@ pub fn run(
     summary.backup_start = Some(backup_start);
     let snapshot = Snapshot {
         version: crate::format::VERSION,
-        time: opts.time.unwrap_or_else(jiff::Timestamp::now),
+        time: snapshot_time,
         tree: tree_id,
         paths,
+        streams: stream_names,
+        sources: sources_of(opts),
         hostname,
         username: crate::username(),
         uid: nix::unistd::getuid().as_raw(),
@@ -264,9 +316,11 @@ pub fn run(
 }
 
 /// Absolute paths and the names they get at the snapshot's top level.
-fn top_level(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>> {
-    if paths.is_empty() {
-        return Err(Error::invalid("nothing to back up: give at least one path"));
+fn top_level(paths: &[PathBuf], has_sources: bool) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    if paths.is_empty() && !has_sources {
+        return Err(Error::invalid(
+            "nothing to back up: give at least one path, stream or database",
+        ));
     }
     let mut seen: HashMap<Vec<u8>, PathBuf> = HashMap::new();
     let mut out = Vec::new();
@@ -288,6 +342,34 @@ fn top_level(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>> {
     }
     out.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(out)
+}
+
+fn sources_of(opts: &BackupOptions) -> Vec<String> {
+    opts.sources.iter().map(Source::label).collect()
+}
+
+/// Refuse source settings that cannot work, before taking a lock.
+fn check_sources(opts: &BackupOptions) -> Result<()> {
+    for source in &opts.sources {
+        match source {
+            Source::Mysql(o) => o.check()?,
+            Source::Postgres(o) => o.check()?,
+            Source::Stream(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The streams the sources stand for, and the failures met finding them.
+fn expand_sources(sources: &[Source]) -> (Vec<Stream>, Vec<(String, String)>) {
+    let mut streams = Vec::new();
+    let mut failures = Vec::new();
+    for source in sources {
+        let (s, f) = source.expand();
+        streams.extend(s);
+        failures.extend(f);
+    }
+    (streams, failures)
 }
 
 /// Remove `.` and `..` components lexically (no symlink resolution).
@@ -322,17 +404,20 @@ fn find_parent(
             .map(Some)
             .ok_or_else(|| Error::missing(format!("parent snapshot {want} does not exist")));
     }
-    let mut sorted = paths.to_vec();
-    sorted.sort();
+    let mut key: Vec<String> = paths.iter().cloned().chain(sources_of(opts)).collect();
+    key.sort();
     Ok(select::latest_matching(snaps, |s| {
-        let mut p = s.paths.clone();
-        p.sort();
-        s.hostname == host && p == sorted
+        s.hostname == host && s.source_key() == key
     }))
 }
 
 impl Walker<'_> {
-    fn save_roots(&mut self, roots: &[(PathBuf, Vec<u8>)], parent: Option<&Tree>) -> Result<Id> {
+    /// The top-level nodes of the backed-up paths.
+    fn save_roots(
+        &mut self,
+        roots: &[(PathBuf, Vec<u8>)],
+        parent: Option<&Tree>,
+    ) -> Result<Vec<Node>> {
         let mut pending = Vec::new();
         let mut nodes = Vec::new();
         for (path, name) in roots {
@@ -351,7 +436,48 @@ impl Walker<'_> {
             )?;
         }
         self.collect(pending, &mut nodes)?;
-        self.save_tree(nodes)
+        Ok(nodes)
+    }
+
+    /// Count the streams that were saved, report those that failed, and
+    /// return the top-level nodes holding them with the names saved. A
+    /// failed stream that was required fails the backup.
+    fn add_streams(
+        &mut self,
+        results: Vec<streams::StreamResult>,
+        required: &[crate::sources::StreamName],
+        stamp: &streams::Stamp,
+    ) -> Result<(Vec<Node>, Vec<String>)> {
+        let mut saved = Vec::new();
+        for (name, result) in results {
+            let path = Path::new(name.as_str());
+            match result {
+                Ok((node, outcome)) => {
+                    self.summary.streams += 1;
+                    if node.size == 0 {
+                        self.summary.streams_empty += 1;
+                        self.progress
+                            .warning(path, "the stream was empty; saved as an empty file");
+                    }
+                    self.progress.file_done(path, &outcome);
+                    self.summary.bytes_read += outcome.bytes_read;
+                    self.summary.total_bytes += node.size;
+                    self.summary.blobs_added += outcome.blobs_added;
+                    self.summary.data_added += outcome.data_added;
+                    self.summary.data_added_stored += outcome.stored_added;
+                    saved.push((name, node));
+                }
+                Err(message) if required.contains(&name) => {
+                    return Err(Error::command(format!(
+                        "{name}: {message}; no snapshot was saved"
+                    )));
+                }
+                Err(message) => self.fail(path, &message),
+            }
+        }
+        let names = saved.iter().map(|(n, _)| n.to_string()).collect();
+        let nodes = streams::top_nodes(saved, stamp, &mut |nodes| self.save_tree(nodes))?;
+        Ok((nodes, names))
     }
 
     /// Stat one entry and add its node (now, or via a worker) to `nodes`.

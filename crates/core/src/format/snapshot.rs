@@ -13,6 +13,14 @@ pub struct Snapshot {
     pub tree: Id,
     /// The paths given to `backup`, absolute, as text.
     pub paths: Vec<String>,
+    /// Streams stored beside the paths (standard input, command output,
+    /// database dumps): their paths inside the snapshot, relative.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<String>,
+    /// The other sources given to `backup` (`mysql:all`, `stream:db.sql`):
+    /// with the paths, what makes snapshots comparable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
     pub hostname: String,
     pub username: String,
     pub uid: u32,
@@ -43,6 +51,13 @@ pub struct Summary {
     #[serde(default)]
     pub files_reread: u64,
     pub dirs: u64,
+    /// Streams saved as files (standard input, commands, database dumps).
+    #[serde(default)]
+    pub streams: u64,
+    /// Streams saved empty (a command that printed nothing and succeeded):
+    /// stored as they are, and worth a look.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub streams_empty: u64,
     /// Symbolic links.
     #[serde(default)]
     pub symlinks: u64,
@@ -66,7 +81,19 @@ pub struct Summary {
     pub backup_start: Option<jiff::Timestamp>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl Snapshot {
+    /// The paths and other sources of the backup, sorted: snapshots with
+    /// the same ones are versions of the same thing.
+    pub fn source_key(&self) -> Vec<String> {
+        let mut key: Vec<String> = self.paths.iter().chain(&self.sources).cloned().collect();
+        key.sort();
+        key
+    }
+
     /// A path inside this snapshot as it is stored. Backup stores each of
     /// its paths under its last component (`/home/me/src` as `/src`, `/` as
     /// `/root`), while `snapshots` shows the paths as given. A path whose
@@ -83,7 +110,11 @@ impl Snapshot {
                 if p.is_empty() { b"/" } else { p },
             )))
         });
-        if first.is_none_or(|f| stored_names.into_iter().any(|n| n == f)) {
+        let stream_tops = self
+            .streams
+            .iter()
+            .map(|s| s.split('/').next().unwrap_or("").as_bytes().to_vec());
+        if first.is_none_or(|f| stored_names.chain(stream_tops).any(|n| n == f)) {
             return path.to_vec();
         }
         self.original_to_stored(path)
@@ -130,6 +161,8 @@ mod stored_path_tests {
             time: jiff::Timestamp::UNIX_EPOCH,
             tree: crate::Id::default(),
             paths: paths.iter().map(|p| p.to_string()).collect(),
+            streams: Vec::new(),
+            sources: Vec::new(),
             hostname: String::new(),
             username: String::new(),
             uid: 0,

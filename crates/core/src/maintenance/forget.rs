@@ -126,7 +126,7 @@ impl GroupBy {
             parts.push(format!("host {}", s.hostname));
         }
         if self.paths {
-            let mut p = s.paths.clone();
+            let mut p = s.source_key();
             p.sort();
             parts.push(format!("paths {}", p.join(",")));
         }
@@ -294,6 +294,8 @@ mod tests {
             time: time.parse().unwrap(),
             tree: Id::default(),
             paths: vec!["/srv".into()],
+            streams: Vec::new(),
+            sources: Vec::new(),
             hostname: "h".into(),
             username: "u".into(),
             uid: 0,

@@ -1,10 +1,12 @@
 //! Opening a repository: keys, config, index, and typed access to objects.
 
 mod index;
+mod reader;
 pub mod lock;
 mod trees;
 pub use trees::TreeBatch;
 
+pub use reader::FileReader;
 pub use index::{BlobLocation, Index};
 pub use lock::{FoundLock, LockGuard, LockInfo, LockKind, LockTiming};
 
@@ -500,6 +502,16 @@ impl Repository {
                 "{shown}: a component on the way is not a directory"
             ))),
         }
+    }
+
+    /// The node at `path` under `root` if there is one there; errors are
+    /// only failures to read.
+    pub fn node_if_present(
+        &self,
+        root: Id,
+        path: &[u8],
+    ) -> Result<Option<crate::format::tree::Node>> {
+        Ok(self.lookup(root, path)?.ok().flatten())
     }
 
     /// Walk `path` from the tree `root`: the node (`None` for the root

@@ -1,0 +1,958 @@
+#!/usr/bin/env python3
+"""Streams benchmark: database dumps and a growing file, strata vs restic vs borg.
+
+Normally started through bench/streams.sh, which installs the tools first.
+
+Case 1, database dumps ("db"). A private MariaDB server is started under
+$BENCH_DIR (own datadir and socket, no TCP) and stopped at the end, also on
+an error or Ctrl-C. Database `bench` gets one table `items` of BENCH_DB_ROWS
+rows (about 85 MB as `mariadb-dump --skip-extended-insert` at 600000 rows).
+Hour 0 backs up the fresh database (the initial full backup); then, for each
+of BENCH_HOURS hours, 0.1% of the rows (chosen uniformly) get a new value in
+column b, 300 rows are inserted and 300 deleted, and every variant backs up:
+
+  strata-mysql  strata backup --mysql bench --mysql-defaults-file my.cnf
+                (strata runs mariadb-dump itself, with extended inserts)
+  strata-cmd    strata backup --command 'bench.sql=mariadb-dump ... --skip-extended-insert ...'
+  restic        mariadb-dump ... --skip-extended-insert ... | restic backup --stdin
+  borg          mariadb-dump ... --skip-extended-insert ... | borg create ... -
+
+Measured per backup: bytes added to the repository (`du -sb` before and
+after), wall time of the whole command (dump and backup together) and peak
+RSS of the backup tool: GNU time runs around the tool only, so the dump
+process of the restic/borg pipelines is not counted; for strata, which runs
+mariadb-dump as its own child, the figure is the larger of the two (the
+kernel reports the maximum over a process and the children it reaped).
+
+Case 2, growing file ("grow"). A file data.fs of BENCH_GROW_SIZE
+incompressible bytes in a directory; BENCH_GROW_ROUNDS backups of the
+directory, the file growing by BENCH_GROW_STEP before each but the first:
+
+  strata-append  strata backup DIR --append-only data.fs
+  strata-plain   strata backup DIR                 (reads a changed file whole)
+  restic         restic backup DIR
+  borg           borg create ... DIR
+
+Measured per backup: wall time, bytes read by the tool and its children
+(`rchar`: all read() calls, cached or not; `read_bytes`: what had to come
+from the disk) from /proc/<pid>/io of a shell that ran the tool (Linux adds
+a reaped child's counters to its parent's), peak RSS, bytes added to the
+repository, and strata's own `bytes_read` from its JSON summary. The page
+cache is dropped before each of these backups (BENCH_DROP_CACHES=1). After
+growing the file the benchmark waits BENCH_GROW_SETTLE seconds: strata does
+not trust a parent snapshot's entry for a file changed less than a second
+before that backup began, and the growth itself must not look like that.
+
+All variants back up the same states: each hour (round) changes the data
+once, then the variants run one after the other, each with its own
+repository and its own HOME (so caches start empty). A strata invocation
+that fails (such as an unknown flag) is recorded with its error text; after
+a usage error (exit code 2) or a failed init that variant is not run again,
+and the others go on.
+
+Results: $BENCH_DIR/streams.json (every measurement) and streams.md (the
+tables, also printed).
+
+Settings (environment; sizes take K/M/G suffixes, powers of 1024):
+  BENCH_DIR            work directory              (/var/tmp/strata-bench-streams)
+  BENCH_TOOLS          strata,restic,borg          (all; strata = both strata variants)
+  BENCH_CASES          db,grow                     (both)
+  BENCH_QUICK          1: smoke-run defaults       (0)
+  BENCH_DB_ROWS        rows in the table           (600000; quick 60000)
+  BENCH_HOURS          hours after the first backup (12; quick 3)
+  BENCH_DB_UPDATE      fraction of rows updated per hour (0.001)
+  BENCH_DB_INSERTS     rows inserted per hour      (300)
+  BENCH_DB_DELETES     rows deleted per hour       (300)
+  BENCH_GROW_SIZE      initial size of data.fs     (2G; quick 256M)
+  BENCH_GROW_STEP      growth between backups      (16M)
+  BENCH_GROW_ROUNDS    backups of the growing file (5; quick 3)
+  BENCH_GROW_SETTLE    seconds to wait after growing (2)
+  BENCH_DROP_CACHES    drop page cache before each growing-file backup (1)
+  BENCH_STEP_TIMEOUT   seconds per backup          (7200)
+  BENCH_SEED           seed of the data generators (1)
+  BENCH_KEEP           keep repositories, datadir and data.fs (0)
+  STRATA_BIN           strata binary (target/release/strata, else target/debug/strata)
+"""
+
+import datetime
+import json
+import os
+import random
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+sys.dont_write_bytecode = True  # keep bench/ free of __pycache__
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# Small helpers shared with the main benchmark.
+from bench import PageCache, du_bytes, human, machine_info, parse_time_v, secs, sh, tail  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PASSWORD = "bench"
+BORG_COMPRESSION = "zstd,3"
+DB_NAME = "bench"
+TABLE = "items"
+GROW_FILE = "data.fs"
+KNOBS = ["BENCH_DIR", "BENCH_TOOLS", "BENCH_CASES", "BENCH_QUICK", "BENCH_DB_ROWS",
+         "BENCH_HOURS", "BENCH_DB_UPDATE", "BENCH_DB_INSERTS", "BENCH_DB_DELETES",
+         "BENCH_GROW_SIZE", "BENCH_GROW_STEP", "BENCH_GROW_ROUNDS", "BENCH_GROW_SETTLE",
+         "BENCH_DROP_CACHES", "BENCH_STEP_TIMEOUT", "BENCH_SEED", "BENCH_KEEP", "STRATA_BIN"]
+
+# Column titles, in table order, for each case.
+DB_VARIANTS = {"strata-mysql": "strata --mysql", "strata-cmd": "strata --command",
+               "restic": "restic", "borg": "borg"}
+GROW_VARIANTS = {"strata-append": "strata --append-only", "strata-plain": "strata",
+                 "restic": "restic", "borg": "borg"}
+
+
+def log(msg):
+    print(f"[streams] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------- settings
+
+def parse_size(text):
+    """'2G', '16MiB', '268435456' -> bytes (K/M/G are powers of 1024)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise SystemExit(f"not a size: {text!r}")
+    power = " KMGT".index(m.group(2).upper() or " ")
+    return int(float(m.group(1)) * 1024 ** power)
+
+
+def settings():
+    env = os.environ.get
+    quick = env("BENCH_QUICK", "0") not in ("", "0")
+
+    def pick(name, full, small):
+        """The variable if set, else the full or the quick default."""
+        return env(name) or (small if quick else full)
+
+    cfg = {
+        "bench_dir": os.path.abspath(env("BENCH_DIR", "/var/tmp/strata-bench-streams")),
+        "quick": quick,
+        "tools": [t for t in env("BENCH_TOOLS", "strata,restic,borg").split(",") if t],
+        "cases": [c for c in env("BENCH_CASES", "db,grow").split(",") if c],
+        "db_rows": int(pick("BENCH_DB_ROWS", "600000", "60000")),
+        "hours": int(pick("BENCH_HOURS", "12", "3")),
+        "db_update": float(env("BENCH_DB_UPDATE", "0.001")),
+        "db_inserts": int(env("BENCH_DB_INSERTS", "300")),
+        "db_deletes": int(env("BENCH_DB_DELETES", "300")),
+        "grow_size": parse_size(pick("BENCH_GROW_SIZE", "2G", "256M")),
+        "grow_step": parse_size(env("BENCH_GROW_STEP", "16M")),
+        "grow_rounds": int(pick("BENCH_GROW_ROUNDS", "5", "3")),
+        "grow_settle": float(env("BENCH_GROW_SETTLE", "2")),
+        "drop_caches": env("BENCH_DROP_CACHES", "1") != "0",
+        "timeout": float(env("BENCH_STEP_TIMEOUT", "7200")),
+        "seed": int(env("BENCH_SEED", "1")),
+        "keep": env("BENCH_KEEP", "0") != "0",
+    }
+    for t in cfg["tools"]:
+        if t not in ("strata", "restic", "borg"):
+            raise SystemExit(f"unknown tool in BENCH_TOOLS: {t}")
+    for c in cfg["cases"]:
+        if c not in ("db", "grow"):
+            raise SystemExit(f"unknown case in BENCH_CASES: {c}")
+    return cfg
+
+
+def strata_binary():
+    """$STRATA_BIN, else the release build, else the debug build."""
+    if os.environ.get("STRATA_BIN"):
+        return os.environ["STRATA_BIN"]
+    release = os.path.join(REPO_ROOT, "target", "release", "strata")
+    debug = os.path.join(REPO_ROOT, "target", "debug", "strata")
+    return release if os.access(release, os.X_OK) or not os.access(debug, os.X_OK) else debug
+
+
+def which(name):
+    """A program on PATH or in the sbin directories (mariadbd lives there)."""
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+
+
+# ------------------------------------------------------------ running steps
+
+def kill_group(proc):
+    """Stop a step started in its own session: TERM, then KILL."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 30)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_shell(script, env, log_base, timeout):
+    """Run `bash -c script`, its output to log_base.{out,err}.
+
+    Returns (exit code or "timeout", wall seconds). The step runs in its own
+    session so that it can be stopped as a whole on timeout or Ctrl-C."""
+    with open(log_base + ".out", "wb") as out, open(log_base + ".err", "wb") as err:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(["bash", "-c", script], env=env, stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            rc = "timeout"
+        except BaseException:  # Ctrl-C or SIGTERM: do not leave it running
+            kill_group(proc)
+            raise
+        return rc, round(time.monotonic() - t0, 3)
+
+
+def strata_summary(out_path):
+    """The summary object of `strata backup --json` (its last JSON line)."""
+    try:
+        lines = open(out_path, errors="replace").read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict) and msg.get("message_type") == "summary":
+            return msg.get("summary")
+    return None
+
+
+def read_proc_io(path):
+    """{'rchar': n, 'read_bytes': n, ...} from a saved /proc/<pid>/io."""
+    counters = {}
+    try:
+        for line in open(path):
+            key, _, value = line.partition(":")
+            if value.strip().isdigit():
+                counters[key.strip()] = int(value)
+    except OSError:
+        pass
+    return counters
+
+
+# ------------------------------------------------------------------ variants
+
+class Variant:
+    """One column of a table: a tool used one way, with its own repository
+    and HOME (empty caches, nothing from the user's configuration)."""
+
+    def __init__(self, name, tool, binary, run_dir):
+        self.name, self.tool, self.bin = name, tool, binary
+        self.repo = os.path.join(run_dir, "repos", name)
+        self.home = os.path.join(run_dir, "home", name)
+        self.stopped = None      # why it is not run any more
+        self.records = []
+
+    def env(self):
+        env = dict(os.environ)
+        env.update(HOME=self.home, XDG_CACHE_HOME=os.path.join(self.home, ".cache"),
+                   XDG_CONFIG_HOME=os.path.join(self.home, ".config"))
+        if self.tool == "strata":
+            env["STRATA_PASSWORD"] = PASSWORD
+        elif self.tool == "restic":
+            env["RESTIC_PASSWORD"] = PASSWORD
+        else:
+            env.update(BORG_PASSPHRASE=PASSWORD, BORG_BASE_DIR=self.home,
+                       BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes",
+                       BORG_RELOCATED_REPO_ACCESS_IS_OK="yes")
+        return env
+
+    def secret_prefix(self):
+        """How the password is passed, for the commands shown in the report."""
+        var = {"strata": "STRATA_PASSWORD", "restic": "RESTIC_PASSWORD",
+               "borg": "BORG_PASSPHRASE"}[self.tool]
+        return f"{var}={PASSWORD} "
+
+    def init_argv(self):
+        if self.tool == "strata":
+            return [self.bin, "--repo", self.repo, "init"]
+        if self.tool == "restic":
+            return [self.bin, "-r", self.repo, "init"]
+        return [self.bin, "init", "--encryption=repokey-blake2", self.repo]
+
+    def version(self):
+        argv = [self.bin, "version"] if self.tool == "restic" else [self.bin, "--version"]
+        try:
+            out = sh(argv, env=self.env(), timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return "unknown"
+        return out.splitlines()[0] if out else "unknown"
+
+
+def make_variants(names, cfg, run_dir):
+    """The variants of a case for the selected tools, and (name -> reason) skipped."""
+    binaries = {"strata": strata_binary(), "restic": which("restic"), "borg": which("borg")}
+    ready, skipped = [], {}
+    for name in names:
+        tool = name.split("-")[0]
+        if tool not in cfg["tools"]:
+            continue
+        binary = binaries[tool]
+        if not binary or not os.access(binary, os.X_OK):
+            skipped[name] = f"binary not found ({binary or tool})"
+            log(f"skipping {name}: {skipped[name]}")
+            continue
+        ready.append(Variant(name, tool, binary, run_dir))
+    return ready, skipped
+
+
+def init_variant(v, logs, timeout):
+    """Create the variant's repository; on failure the variant is stopped."""
+    shutil.rmtree(v.repo, ignore_errors=True)
+    shutil.rmtree(v.home, ignore_errors=True)
+    os.makedirs(v.home)
+    log_base = os.path.join(logs, f"{v.name}-init")
+    rc, _ = run_shell(shlex.join(v.init_argv()), v.env(), log_base, timeout)
+    if rc != 0:
+        v.stopped = f"init failed (rc {rc}): " + (tail(log_base + ".err") or tail(log_base + ".out"))
+        log(f"{v.name}: {v.stopped.splitlines()[0]}")
+
+
+def measure(v, script, log_base, timeout, extra=None):
+    """Run one backup of a variant; returns its record (repository growth,
+    wall time, peak RSS from log_base.time, status and error text)."""
+    before = du_bytes(v.repo) or 0
+    rc, wall = run_shell(script, v.env(), log_base, timeout)
+    after = du_bytes(v.repo) or 0
+    ok_codes = {"strata": (0,), "restic": (0, 3), "borg": (0, 1)}[v.tool]
+    rec = {"rc": rc, "status": "ok" if rc in ok_codes else "FAILED", "wall_s": wall,
+           **parse_time_v(log_base + ".time"), "repo_before": before, "repo_after": after,
+           "added": after - before, "cache_bytes": du_bytes(v.home),
+           "command": v.secret_prefix() + script, "log": log_base + ".{out,err,time}"}
+    if extra:
+        rec.update(extra)
+    if v.tool == "strata":
+        rec["strata_summary"] = strata_summary(log_base + ".out")
+    if rec["status"] != "ok":
+        rec["error"] = (tail(log_base + ".err") or tail(log_base + ".out")).rstrip()
+        first = rec["error"].splitlines()[0] if rec["error"] else ""
+        log(f"{v.name}: FAILED (rc {rc}) {first}")
+        if rc == 2:  # usage error: every later call would fail the same way
+            v.stopped = f"usage error (rc 2): {rec['error']}"
+    return rec
+
+
+# ------------------------------------------------------------------ MariaDB
+
+class MariaDB:
+    """A private server: datadir, socket, pid file and logs under BENCH_DIR."""
+
+    def __init__(self, bench_dir):
+        self.dir = bench_dir
+        self.datadir = os.path.join(bench_dir, "mariadb-data")
+        self.socket = os.path.join(bench_dir, "mariadb.sock")
+        self.pidfile = os.path.join(bench_dir, "mariadb.pid")
+        self.errlog = os.path.join(bench_dir, "mariadb.err")
+        self.cnf = os.path.join(bench_dir, "my.cnf")
+        self.proc = None
+        if len(self.socket) > 100:
+            raise RuntimeError(f"socket path too long for a unix socket: {self.socket}")
+
+    def client(self, *args, sql=None, timeout=600):
+        """Run the mariadb client on our server, SQL on stdin; raise on error."""
+        argv = [which("mariadb") or "mariadb", f"--defaults-file={self.cnf}", *args]
+        proc = subprocess.run(argv, input=sql, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{shlex.join(argv)} failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def stop_leftover(self):
+        """A server left running by an interrupted earlier run (found by its
+        pid file, and only if it is ours: its command line names our datadir)."""
+        try:
+            pid = int(open(self.pidfile).read().strip())
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+        except (OSError, ValueError):
+            return
+        if self.datadir not in cmdline:
+            return
+        log(f"stopping the MariaDB server left by an earlier run (pid {pid})")
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(600):
+            if not os.path.exists(f"/proc/{pid}"):
+                return
+            time.sleep(0.1)
+
+    def start(self):
+        self.stop_leftover()
+        shutil.rmtree(self.datadir, ignore_errors=True)
+        for p in (self.socket, self.pidfile, self.errlog):
+            if os.path.exists(p):
+                os.remove(p)
+        with open(self.cnf, "w") as f:
+            f.write(f"[client]\nsocket={self.socket}\nuser=root\n")
+        log("creating the MariaDB datadir")
+        # root@localhost with an empty password ("normal"), so that the client
+        # connects as root whatever the OS user (the default, unix_socket,
+        # would need the OS user root).
+        install = [which("mariadb-install-db") or "mariadb-install-db", "--no-defaults",
+                   "--user=root", f"--datadir={self.datadir}",
+                   "--auth-root-authentication-method=normal", "--skip-test-db"]
+        proc = subprocess.run(install, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"mariadb-install-db failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        server = [which("mariadbd") or "mariadbd", "--no-defaults", "--user=root",
+                  f"--datadir={self.datadir}", f"--socket={self.socket}",
+                  f"--pid-file={self.pidfile}", f"--log-error={self.errlog}",
+                  "--skip-networking", "--innodb-buffer-pool-size=256M",
+                  "--innodb-log-file-size=256M",
+                  # Faster loading and updates; durability is not measured here.
+                  "--innodb-flush-log-at-trx-commit=2", "--local-infile=1",
+                  "--max-allowed-packet=64M"]
+        log("starting MariaDB: " + shlex.join(server))
+        self.proc = subprocess.Popen(server, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mariadbd exited with {self.proc.returncode}:\n"
+                                   + tail(self.errlog, 20))
+            try:
+                self.client("-e", "SELECT 1", timeout=10)
+                return
+            except (RuntimeError, subprocess.TimeoutExpired):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("MariaDB did not accept connections within 120 s:\n"
+                                       + tail(self.errlog, 20))
+                time.sleep(0.5)
+
+    def stop(self):
+        """Shut down cleanly (mariadb-admin), else TERM, else KILL."""
+        if not self.proc or self.proc.poll() is not None:
+            return
+        log("stopping MariaDB")
+        admin = which("mariadb-admin") or "mariadb-admin"
+        try:
+            done = subprocess.run([admin, f"--defaults-file={self.cnf}", "shutdown"],
+                                  capture_output=True, timeout=60)
+            if done.returncode == 0:
+                self.proc.wait(timeout=120)
+                return
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        kill_group(self.proc)  # SIGTERM is a clean shutdown for mariadbd too
+
+    def version(self):
+        out = sh([which("mariadbd") or "mariadbd", "--version"]) or "unknown"
+        return " ".join(out.split())
+
+
+# ---------------------------------------------------------- the table's rows
+
+class RowMaker:
+    """Rows of random-ish data: (id, a, b, c, d). With the default sizes a row
+    is about 148 bytes as a single-row INSERT of mariadb-dump, so 600000 rows
+    make about 85 MiB (89 MB). Only letters, digits, '.', '@', '-', ':' and
+    spaces: nothing that needs escaping in TSV or SQL."""
+
+    DOMAINS = ["example.com", "mail.example.org", "corp.example.net", "example.de"]
+    EPOCH = datetime.datetime(2015, 1, 1)
+
+    def __init__(self, rng):
+        self.rng = rng
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        self.words = ["".join(rng.choice(letters) for _ in range(rng.randint(3, 9)))
+                      for _ in range(4096)]
+
+    def row(self, row_id):
+        r, w = self.rng, self.words
+        a = f"{r.choice(w)}.{r.choice(w)}{r.randrange(1000)}@{r.choice(self.DOMAINS)}"[:40]
+        b = r.randrange(10**9)
+        c = (self.EPOCH + datetime.timedelta(seconds=r.randrange(10 * 365 * 86400))
+             ).strftime("%Y-%m-%d %H:%M:%S")
+        d, length = r.choice(w), r.randint(20, 60)
+        while len(d) < length:
+            d += " " + r.choice(w)
+        return (row_id, a, b, c, d[:60])
+
+
+def sql_row(row):
+    row_id, a, b, c, d = row
+    return f"({row_id},'{a}',{b},'{c}','{d}')"
+
+
+class Database:
+    """The `bench` database and the ids of its live rows."""
+
+    def __init__(self, server, cfg):
+        self.server, self.cfg = server, cfg
+        self.rng = random.Random(cfg["seed"])
+        self.rows = RowMaker(self.rng)
+        self.live = []          # ids of the rows in the table, in no order
+        self.next_id = 1
+
+    def load(self):
+        """Create the table and fill it from a TSV with LOAD DATA LOCAL INFILE."""
+        n = self.cfg["db_rows"]
+        tsv = os.path.join(self.server.dir, f"{TABLE}.tsv")
+        log(f"generating {n} rows")
+        t0 = time.monotonic()
+        with open(tsv, "w") as f:
+            for row_id in range(1, n + 1):
+                f.write("\t".join(map(str, self.rows.row(row_id))) + "\n")
+        self.live = list(range(1, n + 1))
+        self.next_id = n + 1
+        self.server.client(sql=f"CREATE DATABASE {DB_NAME};")
+        self.server.client(DB_NAME, sql=(
+            f"CREATE TABLE {TABLE} (id INT PRIMARY KEY, a VARCHAR(40) NOT NULL, "
+            "b INT NOT NULL, c DATETIME NOT NULL, d VARCHAR(60) NOT NULL) "
+            "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;"))
+        log("loading them (LOAD DATA LOCAL INFILE)")
+        self.server.client("--local-infile=1", DB_NAME, sql=(
+            f"LOAD DATA LOCAL INFILE '{tsv}' INTO TABLE {TABLE} "
+            "FIELDS TERMINATED BY '\\t' LINES TERMINATED BY '\\n';"), timeout=3600)
+        os.remove(tsv)
+        count = int(self.server.client("-N", DB_NAME, sql=f"SELECT COUNT(*) FROM {TABLE};"))
+        if count != n:
+            raise RuntimeError(f"loaded {count} rows instead of {n}")
+        return round(time.monotonic() - t0, 1)
+
+    def take(self, k):
+        """Remove k ids chosen uniformly from the live ones and return them."""
+        taken = []
+        for _ in range(min(k, len(self.live))):
+            i = self.rng.randrange(len(self.live))
+            # Swap with the last and pop: O(1), order does not matter.
+            self.live[i], self.live[-1] = self.live[-1], self.live[i]
+            taken.append(self.live.pop())
+        return taken
+
+    def change_hour(self):
+        """One hour of activity, in one transaction: update a fraction of the
+        rows (a new value in column b), insert some rows, delete some."""
+        cfg = self.cfg
+        n_update = round(len(self.live) * cfg["db_update"])
+        updated = self.take(n_update)
+        self.live.extend(updated)      # updated rows stay in the table
+        stmts = ["START TRANSACTION;"]
+        stmts += [f"UPDATE {TABLE} SET b={self.rng.randrange(10**9)} WHERE id={i};"
+                  for i in updated]
+        new = [self.rows.row(self.next_id + k) for k in range(cfg["db_inserts"])]
+        if new:
+            stmts.append(f"INSERT INTO {TABLE} VALUES " + ",".join(map(sql_row, new)) + ";")
+        self.next_id += len(new)
+        deleted = self.take(cfg["db_deletes"])
+        if deleted:
+            stmts.append(f"DELETE FROM {TABLE} WHERE id IN ({','.join(map(str, deleted))});")
+        self.live.extend(r[0] for r in new)
+        stmts.append("COMMIT;")
+        self.server.client(DB_NAME, sql="\n".join(stmts))
+        return {"updated": len(updated), "inserted": len(new), "deleted": len(deleted),
+                "rows": len(self.live)}
+
+
+def dump_command(cnf):
+    """The --skip-extended-insert dump that restic, borg and strata-cmd take."""
+    return shlex.join(["mariadb-dump", f"--defaults-file={cnf}", "--skip-extended-insert",
+                       "--single-transaction", "--skip-dump-date", DB_NAME])
+
+
+def dump_size(cnf, extra_args):
+    """Bytes of a dump of the database with these options."""
+    argv = ["mariadb-dump", f"--defaults-file={cnf}", *extra_args, DB_NAME]
+    proc = subprocess.run(f"{shlex.join(argv)} | wc -c", shell=True, capture_output=True,
+                          text=True)
+    return int(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else None
+
+
+def db_script(v, cnf, hour, time_file):
+    """The shell command that makes one backup of the database."""
+    timed = ["/usr/bin/time", "-v", "-o", time_file]
+    if v.name == "strata-mysql":
+        return shlex.join(timed + [v.bin, "--repo", v.repo, "backup", "--mysql", DB_NAME,
+                                   "--mysql-defaults-file", cnf, "--json"])
+    if v.name == "strata-cmd":
+        return shlex.join(timed + [v.bin, "--repo", v.repo, "backup", "--command",
+                                   "bench.sql=" + dump_command(cnf), "--json"])
+    if v.name == "restic":
+        tool = [v.bin, "-r", v.repo, "backup", "--stdin", "--stdin-filename", "bench.sql"]
+    else:
+        tool = [v.bin, "create", "--compression", BORG_COMPRESSION, "--stdin-name",
+                "bench.sql", f"{v.repo}::hour-{hour}", "-"]
+    # pipefail: a failed dump fails the step.
+    return f"set -o pipefail; {dump_command(cnf)} | {shlex.join(timed + tool)}"
+
+
+def run_db_case(cfg, run_dir, results):
+    """Case 1. Fills results['db']; the server is stopped however it ends."""
+    logs = os.path.join(run_dir, "logs")
+    variants, skipped = make_variants(DB_VARIANTS, cfg, run_dir)
+    case = results["db"] = {"skipped": skipped, "hours": [], "variants": {}}
+    server = MariaDB(cfg["bench_dir"])
+    try:
+        server.start()
+        case["mariadb"] = server.version()
+        db = Database(server, cfg)
+        case["load_seconds"] = db.load()
+        case["dump_bytes_skip_extended_insert"] = dump_size(
+            server.cnf, ["--skip-extended-insert", "--single-transaction", "--skip-dump-date"])
+        case["dump_bytes_strata_mysql_style"] = dump_size(
+            server.cnf, ["--single-transaction", "--routines", "--events", "--triggers",
+                         "--hex-blob", "--skip-dump-date"])
+        log(f"dump sizes: {human(case['dump_bytes_skip_extended_insert'])} "
+            f"(--skip-extended-insert), {human(case['dump_bytes_strata_mysql_style'])} "
+            "(extended inserts, as strata --mysql dumps)")
+        for v in variants:
+            init_variant(v, logs, cfg["timeout"])
+        for hour in range(cfg["hours"] + 1):
+            change = db.change_hour() if hour > 0 else {"rows": len(db.live)}
+            case["hours"].append(dict(change, hour=hour))
+            for v in variants:
+                if v.stopped:
+                    continue
+                log(f"db hour {hour}: {v.name}")
+                base = os.path.join(logs, f"db-{v.name}-hour{hour}")
+                rec = measure(v, db_script(v, server.cnf, hour, base + ".time"), base,
+                              cfg["timeout"], {"hour": hour})
+                v.records.append(rec)
+    except Exception as e:  # the other case still runs; the report says why this one stopped
+        case["error"] = f"{type(e).__name__}: {e}"
+        log(f"db case stopped: {case['error']}")
+    finally:
+        server.stop()
+        if not cfg["keep"]:
+            shutil.rmtree(server.datadir, ignore_errors=True)
+        for v in variants:
+            case["variants"][v.name] = {"version": v.version(), "stopped": v.stopped,
+                                        "records": v.records}
+
+
+# ------------------------------------------------------------ growing file
+
+def append_random(path, nbytes, rng, chunk=16 << 20):
+    """Append nbytes of incompressible bytes and fsync."""
+    with open(path, "ab") as f:
+        while nbytes > 0:
+            n = min(chunk, nbytes)
+            f.write(rng.randbytes(n))
+            nbytes -= n
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def grow_script(v, data_dir, rnd, base):
+    """Shell command for one backup of the directory: the tool under GNU time,
+    then the shell's own /proc io counters, which by then include the tool's."""
+    timed = ["/usr/bin/time", "-v", "-o", base + ".time"]
+    if v.name == "strata-append":
+        tool = [v.bin, "--repo", v.repo, "backup", data_dir, "--append-only", GROW_FILE, "--json"]
+    elif v.name == "strata-plain":
+        tool = [v.bin, "--repo", v.repo, "backup", data_dir, "--json"]
+    elif v.name == "restic":
+        tool = [v.bin, "-r", v.repo, "backup", data_dir]
+    else:
+        tool = [v.bin, "create", "--compression", BORG_COMPRESSION,
+                f"{v.repo}::round-{rnd}", data_dir]
+    return (f"{shlex.join(timed + tool)}; rc=$?; "
+            f"cat /proc/$$/io > {shlex.quote(base + '.io')}; exit $rc")
+
+
+def run_grow_case(cfg, run_dir, results):
+    """Case 2. Fills results['grow']."""
+    logs = os.path.join(run_dir, "logs")
+    variants, skipped = make_variants(GROW_VARIANTS, cfg, run_dir)
+    case = results["grow"] = {"skipped": skipped, "rounds": [], "variants": {}}
+    cache = PageCache(cfg["drop_caches"])
+    data_dir = os.path.join(run_dir, "grow")
+    path = os.path.join(data_dir, GROW_FILE)
+    rng = random.Random(cfg["seed"])
+    try:
+        os.makedirs(data_dir)
+        log(f"writing {human(cfg['grow_size'])} of random data to {path}")
+        append_random(path, cfg["grow_size"], rng)
+        for v in variants:
+            init_variant(v, logs, cfg["timeout"])
+        for rnd in range(cfg["grow_rounds"]):
+            if rnd > 0:
+                append_random(path, cfg["grow_step"], rng)
+            # Let the file's times age past strata's one-second safety window.
+            time.sleep(cfg["grow_settle"])
+            case["rounds"].append({"round": rnd, "file_size": os.path.getsize(path)})
+            for v in variants:
+                if v.stopped:
+                    continue
+                log(f"grow round {rnd} ({human(os.path.getsize(path))}): {v.name}")
+                base = os.path.join(logs, f"grow-{v.name}-round{rnd}")
+                dropped = cache.drop()
+                rec = measure(v, grow_script(v, data_dir, rnd, base), base, cfg["timeout"],
+                              {"round": rnd, "cache_dropped": dropped})
+                io = read_proc_io(base + ".io")
+                rec.update(rchar=io.get("rchar"), read_bytes=io.get("read_bytes"))
+                if rec.get("strata_summary"):
+                    rec["strata_bytes_read"] = rec["strata_summary"].get("bytes_read")
+                v.records.append(rec)
+    except Exception as e:
+        case["error"] = f"{type(e).__name__}: {e}"
+        log(f"grow case stopped: {case['error']}")
+    finally:
+        case["page_cache"] = cache.note
+        if not cfg["keep"]:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        for v in variants:
+            case["variants"][v.name] = {"version": v.version(), "stopped": v.stopped,
+                                        "records": v.records}
+
+
+# ------------------------------------------------------------------ reports
+
+def ok_records(case, name, first):
+    """Successful records of a variant: the first backup, or all later ones."""
+    recs = case["variants"].get(name, {}).get("records", [])
+    key = "hour" if "hours" in case else "round"
+    return [r for r in recs if r["status"] == "ok" and (r[key] == 0) == first]
+
+
+def median(values):
+    values = [x for x in values if x is not None]
+    return statistics.median(values) if values else None
+
+
+def mean(values):
+    values = [x for x in values if x is not None]
+    return statistics.mean(values) if values else None
+
+
+def rss(recs):
+    values = [r["max_rss_mib"] for r in recs if r.get("max_rss_mib") is not None]
+    return f"{max(values):.0f} MiB" if values else "-"
+
+
+def status_cell(case, name):
+    info = case["variants"].get(name)
+    if info is None:
+        return "skipped: " + case["skipped"].get(name, "not selected")
+    failed = [r for r in info["records"] if r["status"] != "ok"]
+    if info["stopped"]:
+        return "STOPPED: " + one_line(info["stopped"])
+    if failed:
+        return f"{len(failed)} FAILED"
+    return "ok"
+
+
+def one_line(text, width=90):
+    """First non-empty line of an error, cut to fit a table cell."""
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    line = " / ".join(lines[:2]).replace("|", "\\|")
+    return line if len(line) <= width else line[:width - 1] + "…"
+
+
+def md_table(titles, rows):
+    lines = ["| | " + " | ".join(titles) + " |", "|---" * (len(titles) + 1) + "|"]
+    lines += ["| " + " | ".join([label] + cells) + " |" for label, cells in rows]
+    return "\n".join(lines)
+
+
+def db_md(case, cfg):
+    names = [n for n in DB_VARIANTS if n in case["variants"] or n in case["skipped"]]
+    if not names:
+        return []
+    n = cfg["hours"]
+
+    def row(label, fn):
+        return (label, [fn(name) for name in names])
+
+    first = lambda name: ok_records(case, name, True)   # noqa: E731
+    later = lambda name: ok_records(case, name, False)  # noqa: E731
+    rows = [
+        row("hour 0 (full backup): added", lambda m: human(first(m)[0]["added"]) if first(m) else "-"),
+        row("hour 0: time", lambda m: secs(first(m)[0]["wall_s"]) if first(m) else "-"),
+        row(f"hours 1–{n}: median added per hour", lambda m: human(median(r["added"] for r in later(m)))),
+        row(f"hours 1–{n}: mean added per hour", lambda m: human(mean(r["added"] for r in later(m)))),
+        row(f"hours 1–{n}: median time", lambda m: secs(median(r["wall_s"] for r in later(m)))),
+        row(f"hours 0–{n}: max RSS", lambda m: rss(first(m) + later(m))),
+        row("repository at the end", lambda m: human(max([r["repo_after"] for r in first(m) + later(m)], default=None))),
+        row("backups ok", lambda m: f"{len(first(m) + later(m))} of {n + 1}"),
+        row("status", lambda m: status_cell(case, m)),
+    ]
+    lines = ["## Database dumps", ""]
+    if case.get("mariadb"):
+        lines += [
+            f"- {case['mariadb']}; table `{TABLE}` of {cfg['db_rows']} rows, loaded in "
+            f"{case.get('load_seconds')} s",
+            f"- dump size: {human(case.get('dump_bytes_skip_extended_insert'))} with "
+            f"--skip-extended-insert (restic, borg, strata --command); "
+            f"{human(case.get('dump_bytes_strata_mysql_style'))} with extended inserts "
+            "(as strata --mysql dumps)",
+            f"- each hour: {cfg['db_update'] * 100:g}% of the rows updated (column b), "
+            f"{cfg['db_inserts']} inserted, {cfg['db_deletes']} deleted",
+        ]
+    if case.get("error"):
+        lines.append(f"- CASE STOPPED: {case['error']}")
+    lines += ["- added = `du -sb` of the repository after minus before; time = the "
+              "whole command, dump included; RSS = the backup tool (strata: max of it and "
+              "the mariadb-dump it runs)", "",
+              md_table([DB_VARIANTS[m] for m in names], rows), ""]
+    # Every hour, for a look at the spread.
+    hours = range(n + 1)
+    per_hour = []
+    for h in hours:
+        cells = []
+        for m in names:
+            rec = next((r for r in case["variants"].get(m, {}).get("records", [])
+                        if r["hour"] == h), None)
+            cells.append("-" if rec is None else f"FAILED (rc {rec['rc']})"
+                         if rec["status"] != "ok" else f"{human(rec['added'])} · {secs(rec['wall_s'])}")
+        per_hour.append((f"hour {h}", cells))
+    lines += ["Per hour: added · time", "", md_table([DB_VARIANTS[m] for m in names], per_hour), ""]
+    return lines
+
+
+def grow_md(case, cfg):
+    names = [n for n in GROW_VARIANTS if n in case["variants"] or n in case["skipped"]]
+    if not names:
+        return []
+    k = cfg["grow_rounds"] - 1
+
+    def row(label, fn):
+        return (label, [fn(name) for name in names])
+
+    first = lambda name: ok_records(case, name, True)   # noqa: E731
+    later = lambda name: ok_records(case, name, False)  # noqa: E731
+    med = lambda name, key: median(r.get(key) for r in later(name))  # noqa: E731
+
+    def first_val(name, key, fmt):
+        recs = first(name)
+        return fmt(recs[0].get(key)) if recs else "-"
+
+    rows = [
+        row("round 0 (full backup): time", lambda m: first_val(m, "wall_s", secs)),
+        row("round 0: read (rchar)", lambda m: first_val(m, "rchar", human)),
+        row(f"rounds 1–{k}: median time", lambda m: secs(med(m, "wall_s"))),
+        row(f"rounds 1–{k}: median read (rchar)", lambda m: human(med(m, "rchar"))),
+        row(f"rounds 1–{k}: median read from disk (read_bytes)", lambda m: human(med(m, "read_bytes"))),
+        row(f"rounds 1–{k}: median strata bytes_read", lambda m: human(med(m, "strata_bytes_read"))
+            if m.startswith("strata") else "-"),
+        row(f"rounds 1–{k}: median added to repository", lambda m: human(med(m, "added"))),
+        row(f"rounds 0–{k}: max RSS", lambda m: rss(first(m) + later(m))),
+        row("backups ok", lambda m: f"{len(first(m) + later(m))} of {k + 1}"),
+        row("status", lambda m: status_cell(case, m)),
+    ]
+    lines = ["## Growing file", "",
+             f"- `{GROW_FILE}`: {human(cfg['grow_size'])} of random bytes, "
+             f"+{human(cfg['grow_step'])} before each of rounds 1–{k}; "
+             f"page cache: {case.get('page_cache')}",
+             "- rchar: bytes the tool and its children read (read() calls, cached or not; "
+             "restic also reads back its temporary pack files); read_bytes: what they read "
+             "from the disk (/proc/<pid>/io), including their own executable and libraries "
+             "after the cache drop"]
+    if case.get("error"):
+        lines.append(f"- CASE STOPPED: {case['error']}")
+    lines += ["", md_table([GROW_VARIANTS[m] for m in names], rows), ""]
+    restic_read, restic_time = med("restic", "rchar"), med("restic", "wall_s")
+    strata_read, strata_time = med("strata-append", "rchar"), med("strata-append", "wall_s")
+    if restic_read and strata_read:
+        lines += [f"restic / strata --append-only, medians of rounds 1–{k}: "
+                  f"read {restic_read / strata_read:.1f}×, time {restic_time / strata_time:.1f}×", ""]
+    else:
+        lines += ["restic / strata --append-only: - (one of them has no successful "
+                  "incremental round)", ""]
+    return lines
+
+
+def commands_md(results):
+    """One example command per variant and case (the first one run)."""
+    lines = ["## Commands", "", "```"]
+    for case_name in ("db", "grow"):
+        for name, info in results.get(case_name, {}).get("variants", {}).items():
+            if info["records"]:
+                lines.append(f"{case_name} {name}: {info['records'][0]['command']}")
+    return lines + ["```", ""]
+
+
+def problems_md(results):
+    lines = []
+    for case_name in ("db", "grow"):
+        for name, info in results.get(case_name, {}).get("variants", {}).items():
+            failed = [r for r in info["records"] if r["status"] != "ok"]
+            if info["stopped"] and not failed:   # failed at init
+                lines += [f"### {case_name} {name}", "```", info["stopped"].rstrip(), "```"]
+            for r in failed[:2]:                 # the first two failures are enough
+                step = f"hour {r['hour']}" if "hour" in r else f"round {r['round']}"
+                lines += [f"### {case_name} {name}, {step}: rc {r['rc']}", "```",
+                          r.get("error", ""), "```"]
+    return (["## Problems", ""] + lines) if lines else []
+
+
+def render_md(results, cfg):
+    m = results["machine"]
+    lines = ["# strata streams benchmark", "",
+             f"- command: `{results['command']}`",
+             f"- run: {results['started']} .. {results['finished']}",
+             f"- machine: {m['cpu_model']}, {m['nproc']} CPUs, {m['ram_gib']} GiB RAM, "
+             f"kernel {m['kernel']}, {m['os']}, {m['filesystem']} file system"]
+    for case_name in ("db", "grow"):
+        for name, info in results.get(case_name, {}).get("variants", {}).items():
+            if case_name == "db" or name not in results.get("db", {}).get("variants", {}):
+                lines.append(f"- {name.split('-')[0]} ({name}): {info['version']}")
+    lines.append("")
+    if "db" in results:
+        lines += db_md(results["db"], cfg)
+    if "grow" in results:
+        lines += grow_md(results["grow"], cfg)
+    lines += commands_md(results) + problems_md(results)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_reports(results, cfg):
+    bench_dir = cfg["bench_dir"]
+    with open(os.path.join(bench_dir, "streams.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    md = render_md(results, cfg)
+    with open(os.path.join(bench_dir, "streams.md"), "w") as f:
+        f.write(md)
+    print()
+    print(md)
+    log(f"wrote {bench_dir}/streams.json and {bench_dir}/streams.md")
+
+
+# ---------------------------------------------------------------------- main
+
+def bench_command():
+    knobs = [f"{k}={shlex.quote(os.environ[k])}" for k in KNOBS if k in os.environ]
+    entry = os.environ.get("BENCH_ENTRY", "python3 bench/streams.py")
+    return " ".join(knobs + [entry])
+
+
+def on_sigterm(signum, frame):
+    # Unwinds like Ctrl-C, so that the finally blocks stop MariaDB and the step.
+    raise KeyboardInterrupt
+
+
+def main():
+    signal.signal(signal.SIGTERM, on_sigterm)
+    cfg = settings()
+    os.makedirs(cfg["bench_dir"], exist_ok=True)
+    run_dir = os.path.join(cfg["bench_dir"], "run")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for sub in ("logs", "repos", "home"):
+        os.makedirs(os.path.join(run_dir, sub))
+    log(f"strata: {strata_binary()}")
+    results = {"command": bench_command(),
+               "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+               "machine": machine_info(cfg["bench_dir"]), "settings": cfg}
+    if "db" in cfg["cases"]:
+        run_db_case(cfg, run_dir, results)
+    if "grow" in cfg["cases"]:
+        run_grow_case(cfg, run_dir, results)
+    results["finished"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    if not cfg["keep"]:
+        shutil.rmtree(os.path.join(run_dir, "repos"), ignore_errors=True)
+    write_reports(results, cfg)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        log("interrupted")
+        sys.exit(130)

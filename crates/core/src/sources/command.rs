@@ -1,0 +1,260 @@
+//! Running a command whose standard output is a stream: standard input
+//! from /dev/null (a dump must never wait for a password typed at a
+//! prompt), standard error collected apart (its end is kept for the error
+//! message), and its own process group, so that stopping it also stops a
+//! pipeline it started (`mariadb-dump shop | gzip`).
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{self, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+/// How much of a failed command's standard error its message keeps: the
+/// end, where the reason usually is.
+const STDERR_KEPT: usize = 4096;
+
+/// A command to run: a program and its arguments, never through a shell
+/// unless it was given as one ([`CommandSpec::shell`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandSpec {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    /// Added to the environment of the command.
+    pub env: Vec<(OsString, OsString)>,
+    /// How the command is named in messages.
+    pub display: String,
+}
+
+impl CommandSpec {
+    /// `program` with `args`, run directly.
+    pub fn new(program: impl Into<OsString>, args: Vec<OsString>) -> CommandSpec {
+        let program = program.into();
+        let display = std::iter::once(&program)
+            .chain(&args)
+            .map(|a| shell_quoted(&a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        CommandSpec {
+            program,
+            args,
+            env: Vec::new(),
+            display,
+        }
+    }
+
+    /// A shell command line, run by `/bin/sh -c`.
+    pub fn shell(line: &str) -> CommandSpec {
+        CommandSpec {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), line.into()],
+            env: Vec::new(),
+            display: line.to_string(),
+        }
+    }
+
+    /// Start the command with its standard output piped to us.
+    pub fn spawn(&self) -> io::Result<Running> {
+        self.spawn_piped(false, true)
+    }
+
+    /// Start the command with its standard input piped from us and its
+    /// standard output discarded (a client restoring a dump).
+    pub fn spawn_feeding(&self) -> io::Result<Running> {
+        self.spawn_piped(true, false)
+    }
+
+    fn spawn_piped(&self, input: bool, output: bool) -> io::Result<Running> {
+        let pipe_or_null = |piped: bool| if piped { Stdio::piped() } else { Stdio::null() };
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(pipe_or_null(input))
+            .stdout(pipe_or_null(output))
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = cmd.spawn()?;
+        let pid = child.id() as i32;
+        lock_running().push(pid);
+        let stderr = child.stderr.take().map(|mut err| {
+            std::thread::spawn(move || {
+                let mut tail = Vec::new();
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = err.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.len() > 2 * STDERR_KEPT {
+                        tail.drain(..tail.len() - STDERR_KEPT);
+                    }
+                }
+                tail
+            })
+        });
+        Ok(Running {
+            stdout: child.stdout.take(),
+            stdin: child.stdin.take(),
+            child,
+            stderr,
+            pid,
+        })
+    }
+
+    /// Run to completion and return its standard output (for short
+    /// commands such as listing databases).
+    pub fn output(&self) -> Result<Vec<u8>, String> {
+        let mut running = self
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.program.to_string_lossy()))?;
+        let mut out = Vec::new();
+        let read = match running.stdout() {
+            Some(stdout) => stdout.read_to_end(&mut out),
+            None => Ok(0),
+        };
+        let finished = running.finish();
+        finished?;
+        read.map_err(|e| format!("cannot read the output of `{}`: {e}", self.display))?;
+        Ok(out)
+    }
+}
+
+impl fmt::Display for CommandSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+/// Process groups of the commands running now, so that an interrupted
+/// backup can stop them ([`stop_all`]).
+static RUNNING: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn lock_running() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    RUNNING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Stop every command started by [`CommandSpec::spawn`] that still runs,
+/// with its pipeline.
+pub fn stop_all() {
+    for pid in lock_running().iter() {
+        // SAFETY: kill(2) on a process group we created; no memory involved.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+}
+
+/// A started command.
+pub struct Running {
+    child: Child,
+    stdout: Option<ChildStdout>,
+    stdin: Option<ChildStdin>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+    pid: i32,
+}
+
+impl Running {
+    /// The command's standard output, if it was started with [`CommandSpec::spawn`].
+    pub fn stdout(&mut self) -> Option<&mut ChildStdout> {
+        self.stdout.as_mut()
+    }
+
+    /// The command's standard input, if it was started with
+    /// [`CommandSpec::spawn_feeding`].
+    pub fn stdin(&mut self) -> Option<&mut ChildStdin> {
+        self.stdin.as_mut()
+    }
+
+    /// Stop the command and whatever it started.
+    pub fn kill(&mut self) {
+        // SAFETY: as in stop_all.
+        unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+    }
+
+    /// Wait for the command; `Err` names how it failed, with the end of
+    /// its standard error.
+    pub fn finish(mut self) -> Result<(), String> {
+        // Close our ends first: a command still writing gets SIGPIPE
+        // instead of blocking forever on a pipe nobody reads, and one
+        // reading sees the end of its input.
+        drop(self.stdout.take());
+        drop(self.stdin.take());
+        let status = self.child.wait();
+        lock_running().retain(|&p| p != self.pid);
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        let status = status.map_err(|e| format!("cannot wait for the command: {e}"))?;
+        if status.success() {
+            return Ok(());
+        }
+        let how = match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(sig)) => format!("was killed by signal {sig} ({})", signal_name(sig)),
+            _ => "failed".to_string(),
+        };
+        Err(with_stderr(how, &stderr))
+    }
+}
+
+/// `word` as a shell would need it, for messages: quoted only when needed.
+fn shell_quoted(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_=./,:@%+".contains(&b));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+fn with_stderr(how: String, stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    if text.is_empty() {
+        format!("{how} (nothing on its standard error)")
+    } else {
+        let start = text.len().saturating_sub(STDERR_KEPT);
+        let start = (start..=text.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        format!("{how}: {}", &text[start..])
+    }
+}
+
+fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_command_is_named_with_its_status_and_stderr() {
+        let err = CommandSpec::shell("echo partial; echo 'no such table' >&2; exit 3")
+            .output()
+            .unwrap_err();
+        assert!(err.contains("exited with status 3"), "{err}");
+        assert!(err.contains("no such table"), "{err}");
+    }
+
+    #[test]
+    fn a_killed_command_names_the_signal() {
+        let err = CommandSpec::shell("kill -9 $$").output().unwrap_err();
+        assert!(err.contains("signal 9 (SIGKILL)"), "{err}");
+    }
+
+    #[test]
+    fn output_of_a_direct_command() {
+        let spec = CommandSpec::new("printf", vec!["%s".into(), "a b".into()]);
+        assert_eq!(spec.output().unwrap(), b"a b");
+        assert_eq!(spec.to_string(), "printf %s 'a b'");
+    }
+}

@@ -1,0 +1,292 @@
+//! What the database sources share: which databases to dump, how a
+//! database's name becomes a file name, finding the client programs, and
+//! restoring one database by piping its dump into the server's client.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::NodeKind;
+use crate::repository::Repository;
+
+use super::command::CommandSpec;
+use super::{mysql, postgres};
+
+/// Which databases of a server to dump.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Databases {
+    /// Every database the server lists, less its system schemas.
+    All,
+    Only(Vec<String>),
+}
+
+impl Databases {
+    /// `all`, or names separated by commas.
+    pub fn parse(text: &str) -> Result<Databases> {
+        if text.trim() == "all" {
+            return Ok(Databases::All);
+        }
+        let names: Vec<String> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .collect();
+        if names.is_empty() {
+            return Err(Error::invalid(format!(
+                "{text:?} names no database: give `all` or names separated by commas"
+            )));
+        }
+        Ok(Databases::Only(names))
+    }
+}
+
+/// The kind of server a dump came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Mysql,
+    Postgres,
+}
+
+impl Server {
+    /// The snapshot directory holding this server's dumps.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Server::Mysql => "mysql",
+            Server::Postgres => "postgresql",
+        }
+    }
+}
+
+/// The file name of a database's dump: `<name>.sql`, with `%`, `/` and NUL
+/// written as `%25`, `%2F`, `%00`, and a leading `_` as `%5F` (names
+/// starting with `_` are the server-wide files, such as `_grants.sql`).
+pub fn file_name(database: &str) -> String {
+    let mut out = String::with_capacity(database.len() + 4);
+    for (i, c) in database.chars().enumerate() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            '\0' => out.push_str("%00"),
+            '_' if i == 0 => out.push_str("%5F"),
+            c => out.push(c),
+        }
+    }
+    out.push_str(".sql");
+    out
+}
+
+/// The first program of `names` found on `PATH`.
+pub(super) fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    names.iter().find_map(|name| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Refuse client options that would put a password on a command line
+/// (`ps` shows it to every user) or make the client wait at a prompt.
+pub(super) fn check_options(options: &[String], refused: &[&str], instead: &str) -> Result<()> {
+    for opt in options {
+        let name = opt.split('=').next().unwrap_or(opt);
+        let short = |flag: &str| flag.len() == 2 && name.starts_with(flag);
+        if refused.iter().any(|r| *r == name || short(r)) {
+            return Err(Error::invalid(format!(
+                "the client option {opt:?} is refused: {instead}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What restoring one database needs.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    /// The database as it was dumped (`shop`), or a server-wide file
+    /// (`_grants`, `_globals`).
+    pub database: String,
+    /// Restore into this database instead of `database`.
+    pub target: Option<String>,
+    /// Create the target database first.
+    pub create: bool,
+    /// The server kind, needed only when the snapshot has a dump of the
+    /// same name from both kinds.
+    pub server: Option<Server>,
+    pub mysql: mysql::Options,
+    pub postgres: postgres::Options,
+}
+
+/// What a database restore did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RestoredDatabase {
+    pub server: &'static str,
+    /// The dump's path in the snapshot.
+    pub path: String,
+    pub database: String,
+    pub created: bool,
+    pub bytes: u64,
+}
+
+/// Pipe one database's dump from `snap` into the server's client.
+pub fn restore(
+    repo: &Arc<Repository>,
+    snap: &Snapshot,
+    opts: &RestoreOptions,
+) -> Result<RestoredDatabase> {
+    let (server, path, node) = find_dump(repo, snap, opts)?;
+    let server_wide = opts.database.starts_with('_');
+    let target = opts.target.clone().unwrap_or_else(|| opts.database.clone());
+    let client = match server {
+        Server::Mysql => opts.mysql.restore_command((!server_wide).then_some(&target))?,
+        Server::Postgres => opts
+            .postgres
+            .restore_command((!server_wide).then_some(&target))?,
+    };
+    if opts.create && !server_wide {
+        let create = match server {
+            Server::Mysql => opts.mysql.create_command(&target)?,
+            Server::Postgres => opts.postgres.create_command(&target)?,
+        };
+        create.output().map_err(|e| {
+            Error::command(format!("cannot create database {target:?}: `{create}` {e}"))
+        })?;
+    }
+    crate::interrupt::listen();
+    let bytes = feed(repo.file_reader(&node), &client)?;
+    Ok(RestoredDatabase {
+        server: server.dir(),
+        path,
+        database: target,
+        created: opts.create && !server_wide,
+        bytes,
+    })
+}
+
+/// The dump of `opts.database` in `snap`: its server, path and node.
+fn find_dump(
+    repo: &Arc<Repository>,
+    snap: &Snapshot,
+    opts: &RestoreOptions,
+) -> Result<(Server, String, crate::format::tree::Node)> {
+    let file = if opts.database.starts_with('_') {
+        format!("{}.sql", opts.database)
+    } else {
+        file_name(&opts.database)
+    };
+    let servers = match opts.server {
+        Some(s) => vec![s],
+        None => vec![Server::Mysql, Server::Postgres],
+    };
+    let mut found = Vec::new();
+    for server in servers {
+        let path = format!("{}/{file}", server.dir());
+        if let Some(node) = repo.node_if_present(snap.tree, path.as_bytes())? {
+            if node.kind == NodeKind::File {
+                found.push((server, path, node));
+            }
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Error::new(
+            ErrorKind::Missing,
+            format!(
+                "this snapshot has no dump of database {:?} (looked for {}); `strata ls SNAPSHOT /mysql` and `strata ls SNAPSHOT /postgresql` list the dumps it has",
+                opts.database,
+                match opts.server {
+                    Some(s) => format!("{}/{file}", s.dir()),
+                    None => format!("mysql/{file} and postgresql/{file}"),
+                }
+            ),
+        )),
+        _ => Err(Error::invalid(format!(
+            "this snapshot has dumps of {:?} from both MySQL and PostgreSQL: say which with --server mysql or --server postgres",
+            opts.database
+        ))),
+    }
+}
+
+/// Copy `reader` into the standard input of `client`; the client's
+/// failure (with its standard error) is the restore's.
+fn feed(mut reader: impl Read, client: &CommandSpec) -> Result<u64> {
+    let mut running = client.spawn_feeding().map_err(|e| {
+        Error::command(format!(
+            "cannot run {}: {e}",
+            client.program.to_string_lossy()
+        ))
+    })?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    let copied: Result<()> = (|| {
+        let stdin = running
+            .stdin()
+            .ok_or_else(|| Error::invalid("the client has no standard input"))?;
+        loop {
+            crate::interrupt::check()?;
+            let n = reader.read(&mut buf).map_err(|e| match e.downcast::<Error>() {
+                Ok(inner) => inner,
+                Err(e) => Error::invalid(format!("cannot read the dump: {e}")),
+            })?;
+            if n == 0 {
+                return Ok(());
+            }
+            // A client that stopped reading (it failed) is reported below
+            // with its own message.
+            if stdin.write_all(&buf[..n]).is_err() {
+                return Ok(());
+            }
+            total += n as u64;
+        }
+    })();
+    if copied.is_err() {
+        // Never let the client see a cut dump as a complete one.
+        running.kill();
+    }
+    let finished = running.finish();
+    copied?;
+    finished.map_err(|e| Error::command(format!("`{client}` {e}")))?;
+    Ok(total)
+}
+
+/// Connection arguments shared by every call of a client.
+pub(super) fn os_args(options: &[String]) -> Vec<OsString> {
+    options.iter().map(OsString::from).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_become_distinct_file_names() {
+        assert_eq!(file_name("shop"), "shop.sql");
+        assert_eq!(file_name("a/b"), "a%2Fb.sql");
+        assert_eq!(file_name("a%2Fb"), "a%252Fb.sql");
+        assert_eq!(file_name("_grants"), "%5Fgrants.sql");
+        assert_eq!(file_name("x_y"), "x_y.sql");
+    }
+
+    #[test]
+    fn database_lists() {
+        assert_eq!(Databases::parse("all").unwrap(), Databases::All);
+        assert_eq!(
+            Databases::parse("shop, crm").unwrap(),
+            Databases::Only(vec!["shop".into(), "crm".into()])
+        );
+        assert!(Databases::parse(" , ").is_err());
+    }
+
+    #[test]
+    fn passwords_on_command_lines_are_refused() {
+        let refused = ["--password", "-p"];
+        assert!(check_options(&["--password=x".into()], &refused, "").is_err());
+        assert!(check_options(&["-psecret".into()], &refused, "").is_err());
+        assert!(check_options(&["--port=3307".into()], &refused, "").is_ok());
+        assert!(check_options(&["--socket=/s".into()], &refused, "").is_ok());
+    }
+}

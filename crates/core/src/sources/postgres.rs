@@ -1,0 +1,188 @@
+//! PostgreSQL: `pg_dump` of each database (plain SQL, one consistent
+//! snapshot of the database per dump) and `pg_dumpall --globals-only`
+//! for roles and tablespaces, each a stream of its own.
+//!
+//! Connection settings come from libpq's usual environment (`PGHOST`,
+//! `PGPORT`, `PGUSER`, `PGPASSFILE`, `PGSERVICE`, `~/.pgpass`) and from
+//! `options` given to every client call (`--host=…`, `--port=…`,
+//! `--username=…`). Every call has `--no-password`: a backup never waits
+//! at a password prompt; a password belongs in `~/.pgpass` or `PGPASSFILE`.
+
+use std::ffi::OsString;
+
+use crate::error::Result;
+
+use super::command::CommandSpec;
+use super::database::{check_options, file_name, find_program, os_args, Databases};
+use super::{Stream, StreamName};
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub databases: Databases,
+    /// Options given to every client call.
+    pub options: Vec<String>,
+    /// Also dump roles and tablespaces as `postgresql/_globals.sql`.
+    pub globals: bool,
+}
+
+impl Options {
+    pub fn new(databases: Databases) -> Options {
+        Options {
+            databases,
+            options: Vec::new(),
+            globals: true,
+        }
+    }
+
+    /// Refuse options that would make a client wait at a password prompt.
+    pub fn check(&self) -> Result<()> {
+        check_options(
+            &self.options,
+            &["--password", "-W"],
+            "a backup cannot wait at a password prompt; put the password in ~/.pgpass or the file PGPASSFILE names",
+        )
+    }
+
+    /// The streams of the selected databases (`postgresql/<db>.sql`) and of
+    /// the globals (`postgresql/_globals.sql`); a server that cannot be
+    /// asked for its databases is a failure named `postgresql`.
+    pub(super) fn streams(&self) -> (Vec<Stream>, Vec<(String, String)>) {
+        let mut failures = Vec::new();
+        let names = match &self.databases {
+            Databases::Only(names) => names.clone(),
+            Databases::All => match self.list() {
+                Ok(names) => names,
+                Err(e) => {
+                    failures.push(("postgresql".to_string(), e));
+                    return (Vec::new(), failures);
+                }
+            },
+        };
+        let mut streams = Vec::new();
+        for db in names {
+            match StreamName::parse(&format!("postgresql/{}", file_name(&db))) {
+                Ok(name) => streams.push(Stream::command(name, self.dump_command(&db))),
+                Err(e) => failures.push((format!("postgresql/{db}"), e.to_string())),
+            }
+        }
+        if self.globals {
+            if let Ok(name) = StreamName::parse("postgresql/_globals.sql") {
+                let mut args = self.connection();
+                args.push("--globals-only".into());
+                let program = program(&["pg_dumpall"]);
+                streams.push(Stream::command(name, CommandSpec::new(program, args)));
+            }
+        }
+        (streams, failures)
+    }
+
+    /// The databases that accept connections, templates left out, asked in
+    /// hex so that any name arrives exactly.
+    pub fn list(&self) -> std::result::Result<Vec<String>, String> {
+        let mut args = vec![OsString::from("--dbname=postgres")];
+        args.extend(self.connection());
+        args.extend(
+            [
+                "--no-psqlrc",
+                "--tuples-only",
+                "--no-align",
+                "--command=SELECT encode(convert_to(datname::text, 'UTF8'), 'hex') FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname",
+            ]
+            .map(OsString::from),
+        );
+        let spec = CommandSpec::new(program(&["psql"]), args);
+        let out = spec
+            .output()
+            .map_err(|e| format!("cannot list the databases: `{spec}` {e}"))?;
+        String::from_utf8_lossy(&out)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| {
+                let bytes = hex::decode(line.trim())
+                    .map_err(|_| format!("unexpected line from `{spec}`: {line:?}"))?;
+                String::from_utf8(bytes)
+                    .map_err(|_| format!("a database name from `{spec}` is not UTF-8"))
+            })
+            .collect()
+    }
+
+    pub fn dump_command(&self, database: &str) -> CommandSpec {
+        let mut args = self.connection();
+        args.push("--format=plain".into());
+        args.push(format!("--dbname={}", conninfo(database)).into());
+        CommandSpec::new(program(&["pg_dump"]), args)
+    }
+
+    /// `psql` reading a dump in one transaction that stops at the first
+    /// error: a dump that fails restores nothing.
+    pub fn restore_command(&self, database: Option<&String>) -> Result<CommandSpec> {
+        self.check()?;
+        let mut args = self.connection();
+        args.extend(
+            [
+                "--no-psqlrc",
+                "--quiet",
+                "--single-transaction",
+                "--set=ON_ERROR_STOP=1",
+            ]
+            .map(OsString::from),
+        );
+        let db = database.map_or("postgres", String::as_str);
+        args.push(format!("--dbname={}", conninfo(db)).into());
+        Ok(CommandSpec::new(program(&["psql"]), args))
+    }
+
+    pub fn create_command(&self, database: &str) -> Result<CommandSpec> {
+        self.check()?;
+        let mut args = self.connection();
+        args.push("--".into());
+        args.push(database.into());
+        Ok(CommandSpec::new(program(&["createdb"]), args))
+    }
+
+    fn connection(&self) -> Vec<OsString> {
+        let mut args = vec![OsString::from("--no-password")];
+        args.extend(os_args(&self.options));
+        args
+    }
+}
+
+/// A database name as a libpq connection string, so that a name holding
+/// `=` or spaces is not read as one; everything else comes from the
+/// environment and the options.
+fn conninfo(database: &str) -> String {
+    let escaped = database.replace('\\', "\\\\").replace('\'', "\\'");
+    format!("dbname='{escaped}'")
+}
+
+/// The program from PATH, or from the newest PostgreSQL installed in
+/// Debian's versioned directories.
+fn program(names: &[&str]) -> OsString {
+    if let Some(p) = find_program(names) {
+        return p.into();
+    }
+    let mut dirs: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .collect();
+    dirs.sort();
+    dirs.into_iter()
+        .rev()
+        .flat_map(|d| names.iter().map(move |n| d.join(n)))
+        .find(|p| p.is_file())
+        .map(OsString::from)
+        .unwrap_or_else(|| names[0].into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_quoted_for_libpq() {
+        assert_eq!(conninfo("shop"), "dbname='shop'");
+        assert_eq!(conninfo("a b=c'd\\"), "dbname='a b=c\\'d\\\\'");
+    }
+}
