@@ -55,6 +55,15 @@ pub struct Args {
     /// Option for every PostgreSQL client call, e.g. `--postgres-option=--host=/run/postgresql` (repeatable).
     #[arg(long, value_name = "OPTION", allow_hyphen_values = true)]
     postgres_option: Vec<String>,
+    /// Files that only grow at the end (gitignore syntax, repeatable): when
+    /// one grew since the parent snapshot, its old part is verified and
+    /// only the new tail is read.
+    #[arg(long, value_name = "PATTERN")]
+    append_only: Vec<String>,
+    /// How --append-only verifies the old part: `quick` hashes the old
+    /// end and samples spread over the file, `full` hashes all of it.
+    #[arg(long, value_enum, default_value = "quick", value_name = "HOW")]
+    append_verify: AppendVerifyArg,
     /// Commands and database dumps run at the same time.
     #[arg(long, default_value_t = strata_core::backup::DEFAULT_STREAM_JOBS, value_name = "N", value_parser = super::parse_threads)]
     dump_jobs: usize,
@@ -243,7 +252,18 @@ fn options(args: &Args) -> Result<BackupOptions> {
         threads: args.threads,
         sources,
         stream_jobs: args.dump_jobs,
+        append_only: args.append_only.clone(),
+        append_verify: match args.append_verify {
+            AppendVerifyArg::Quick => backup::AppendVerify::Quick,
+            AppendVerifyArg::Full => backup::AppendVerify::Full,
+        },
     })
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum AppendVerifyArg {
+    Quick,
+    Full,
 }
 
 /// The streams and databases asked for, checked before anything runs.

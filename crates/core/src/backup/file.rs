@@ -6,6 +6,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
+use super::append::AppendPlan;
 use super::Progress;
 use crate::chunker::{ChunkError, Chunker};
 use crate::error::Error;
@@ -82,28 +83,32 @@ pub fn open_for_reading(path: &Path) -> io::Result<File> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn save_file(
     saver: &BlobSaver,
     chunker: &Chunker,
     file: io::Result<File>,
     path: &Path,
     mut node: Node,
+    append: Option<&AppendPlan>,
     buf: &mut Vec<u8>,
     progress: &dyn Progress,
 ) -> (Node, Result<FileOutcome, FileError>) {
-    let result = read_and_save(saver, chunker, file, path, &mut node, buf, progress);
+    let result = read_and_save(saver, chunker, file, path, &mut node, append, buf, progress);
     if let Ok(outcome) = &result {
         progress.file_done(path, outcome);
     }
     (node, result)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn read_and_save(
     saver: &BlobSaver,
     chunker: &Chunker,
     file: io::Result<File>,
     path: &Path,
     node: &mut Node,
+    append: Option<&AppendPlan>,
     buf: &mut Vec<u8>,
     progress: &dyn Progress,
 ) -> Result<FileOutcome, FileError> {
@@ -123,6 +128,23 @@ fn read_and_save(
         ..FileOutcome::default()
     };
     let mut content = Vec::new();
+    // A grown append-only file: keep the old chunks, read from the restart.
+    let mut start = 0u64;
+    if let Some(plan) = append.filter(|p| extents.is_none() && before.size() > p.old_size) {
+        match plan.verify(saver.repo(), &file, buf) {
+            Ok(verified) => {
+                content.extend(plan.kept_ids());
+                start = plan.restart();
+                outcome.bytes_read += verified;
+            }
+            Err(why) => progress.warning(
+                path,
+                &format!("append-only file changed before its old end ({why}): read in full"),
+            ),
+        }
+    } else if append.is_some() {
+        progress.warning(path, "append-only file did not grow (or is sparse): read in full");
+    }
     let sink = |chunk: &[u8]| -> Result<(), Error> {
         crate::interrupt::check()?;
         let saved = saver.save(BlobKind::Data, chunk)?;
@@ -136,15 +158,16 @@ fn read_and_save(
     };
     let read = match &extents {
         Some(ext) => chunker.chunk(ExtentReader::new(&file, ext.clone()), buf, sink),
+        None if start > 0 => chunker.chunk(TailReader::new(&file, start), buf, sink),
         None => chunker.chunk(&file, buf, sink),
     };
     let read = read.map_err(|e| match e {
         ChunkError::Read(e) => unreadable("cannot read", e),
         ChunkError::Sink(e) => FileError::Repository(e),
     })?;
-    outcome.bytes_read = read;
+    outcome.bytes_read += read;
     if extents.is_none() {
-        node.size = read;
+        node.size = start + read;
     }
     if let Ok(after) = file.metadata() {
         if after.mtime() != before.mtime()
@@ -161,6 +184,26 @@ fn read_and_save(
     node.content = Some(content);
     node.extents = extents;
     Ok(outcome)
+}
+
+/// Reads a file from an offset to its end, with positioned reads.
+struct TailReader<'f> {
+    file: &'f File,
+    pos: u64,
+}
+
+impl<'f> TailReader<'f> {
+    fn new(file: &'f File, pos: u64) -> Self {
+        TailReader { file, pos }
+    }
+}
+
+impl io::Read for TailReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, out, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 /// The blob ids, and the data extents if it is sparse, that a backup would

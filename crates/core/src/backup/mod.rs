@@ -10,6 +10,7 @@
 //! Write order (what makes a killed backup harmless): every pack is stored
 //! before the index file that lists it, and the index before the snapshot.
 
+mod append;
 mod file;
 mod prefetch;
 mod streams;
@@ -36,6 +37,7 @@ use crate::select;
 use crate::sources::{Source, Stream};
 use crate::walk::{node_reusing, ExcludeOptions, Excluder, NameCache};
 
+pub use append::AppendVerify;
 pub(crate) use file::chunk_ids;
 pub use file::{content_of, open_for_reading, FileError, FileOutcome};
 
@@ -55,6 +57,10 @@ pub struct BackupOptions {
     pub threads: usize,
     /// Streams and databases stored beside the paths.
     pub sources: Vec<Source>,
+    /// gitignore-style patterns of files that only grow at the end: when
+    /// one grew, only its new tail is read (after verifying the old part).
+    pub append_only: Vec<String>,
+    pub append_verify: AppendVerify,
     /// Streams (commands, database dumps) read at the same time.
     pub stream_jobs: usize,
 }
@@ -72,6 +78,8 @@ impl BackupOptions {
             threads: 0,
             sources: Vec::new(),
             stream_jobs: DEFAULT_STREAM_JOBS,
+            append_only: Vec::new(),
+            append_verify: AppendVerify::Quick,
         }
     }
 }
@@ -116,6 +124,8 @@ struct Job {
     /// Opened by the walker, which asked the kernel to start reading it.
     file: std::io::Result<std::fs::File>,
     node: Node,
+    /// For a grown append-only file: its old chunks and where to restart.
+    append: Option<append::AppendPlan>,
     reply: Sender<FileReply>,
 }
 
@@ -131,6 +141,8 @@ struct Walker<'a> {
     trusted_before: Option<crate::format::tree::Time>,
     /// The entry being visited is one of the paths given to back up.
     at_root: bool,
+    append_only: Option<ignore::gitignore::Gitignore>,
+    append_verify: AppendVerify,
 }
 
 /// Run a backup. Returns the new snapshot's id and the snapshot.
@@ -221,7 +233,14 @@ pub fn run(
                 let mut buf = Vec::new();
                 for job in rx {
                     let outcome = file::save_file(
-                        saver, chunker, job.file, &job.path, job.node, &mut buf, progress,
+                        saver,
+                        chunker,
+                        job.file,
+                        &job.path,
+                        job.node,
+                        job.append.as_ref(),
+                        &mut buf,
+                        progress,
                     );
                     let _ = job.reply.send(outcome);
                 }
@@ -247,6 +266,8 @@ pub fn run(
             force: opts.force,
             trusted_before,
             at_root: false,
+            append_only: crate::walk::patterns(&opts.append_only, "--append-only")?,
+            append_verify: opts.append_verify,
         };
         let nodes = walker.save_roots(&roots, parent_tree.as_ref());
         walk_done.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -528,10 +549,16 @@ impl Walker<'_> {
                     let previous =
                         parent.map(|p| p.content.clone().filter(|_| p.kind == NodeKind::File));
                     let (tx, rx) = bounded(1);
+                    let append = self.append_plan(path, &node, parent);
                     let job = Job {
                         path: path.to_path_buf(),
-                        file: file::open_and_prefetch(path, node.size),
+                        // Only the tail of a grown append-only file is read soon.
+                        file: match &append {
+                            Some(_) => file::open_for_reading(path),
+                            None => file::open_and_prefetch(path, node.size),
+                        },
                         node,
+                        append,
                         reply: tx,
                     };
                     self.jobs
@@ -699,6 +726,38 @@ impl Walker<'_> {
             return None;
         }
         Some((content, p.extents.clone()))
+    }
+
+    /// The plan to read only the tail of `node`, an append-only file that
+    /// grew since `parent` (same inode, dense, all old chunks stored).
+    fn append_plan(
+        &self,
+        path: &Path,
+        node: &Node,
+        parent: Option<&Node>,
+    ) -> Option<append::AppendPlan> {
+        let patterns = self.append_only.as_ref()?;
+        if !patterns.matched(path, false).is_ignore() {
+            return None;
+        }
+        let p = parent.filter(|p| {
+            p.kind == NodeKind::File
+                && p.extents.is_none()
+                && p.inode == node.inode
+                && p.size < node.size
+        })?;
+        let content = p.content.as_ref()?;
+        if !content.iter().all(|id| self.saver.known(id)) {
+            return None;
+        }
+        let repo = self.saver.repo();
+        append::AppendPlan::new(
+            repo,
+            &repo.config().chunker,
+            content,
+            p.size,
+            self.append_verify,
+        )
     }
 
     fn fail(&mut self, path: &Path, message: &str) {
