@@ -4,18 +4,13 @@
 //! from the last *stable* cut point on are read and chunked.
 //!
 //! Why the result equals a full read (docs/design.md, "Growing files"):
-//! FastCDC decides each cut from the bytes between the previous cut and
-//! the cut itself. A cut of the old file is *stable* when the chunker
-//! decided it with as much data as it would have had in a longer file:
-//! a whole maximal window was there (`max` bytes), or the window held at
-//! least `avg` bytes and the cut fell inside it rather than at its end.
-//! The cuts up to the first unstable one are therefore the cuts of any
-//! file that starts with the same bytes, and chunking restarted there
-//! yields the cuts a full read gives. What must hold is that the old part
-//! is unchanged, which is what the verification checks: the keyed hash of
-//! every old chunk from the last kept one to the old end (these bytes are
-//! read anyway), plus a few kept chunks spread over the rest (`quick`),
-//! or every old chunk (`full`).
+//! every cut of the old file but its end is found again in the grown file
+//! ([`stable_prefix`]), so chunking restarted at the start of the old last
+//! chunk yields the cuts a full read gives, provided the old part is
+//! unchanged. That is what the verification checks: the keyed hashes of
+//! the old last chunk and the one before it (those bytes are read anyway),
+//! plus a few chunks spread over the rest (`quick`), or of every old chunk
+//! (`full`).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -28,8 +23,8 @@ use crate::repository::Repository;
 /// is read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AppendVerify {
-    /// The old chunks from the last kept one to the old end, and a few
-    /// kept chunks spread over the file.
+    /// The old last chunk and the one before it, and a few chunks spread
+    /// over the file.
     #[default]
     Quick,
     /// Every old chunk (read and hashed, not stored).
@@ -74,12 +69,8 @@ impl AppendPlan {
         if offset != size || old.is_empty() {
             return None;
         }
-        let (avg, max) = (u64::from(params.avg_size), u64::from(params.max_size));
-        let stable = |&(start, len, _): &(u64, u64, Id)| {
-            let window = size - start;
-            window >= max || (window >= avg && start + len < size)
-        };
-        let kept = old.iter().take_while(|c| stable(c)).count();
+        let lens: Vec<u64> = old.iter().map(|c| c.1).collect();
+        let kept = stable_prefix(&lens, params);
         let restart = old.get(kept).map_or(size, |c| c.0);
         Some(AppendPlan {
             old,
@@ -143,9 +134,35 @@ impl AppendPlan {
     }
 }
 
+/// How many of the chunks (by length) of a stream are cut where a longer
+/// stream with the same beginning is cut too. FastCDC looks for a cut in
+/// at most `max` bytes from the chunk's start, testing each position with
+/// the hash of the bytes before it and a mask chosen by the position
+/// alone (a shorter window only ends the search earlier). So a cut found
+/// before the end of the stream, or at `max`, is found in any longer
+/// stream too: every chunk is stable but a last one shorter than `max`,
+/// which the end of the stream cut.
+fn stable_prefix(lens: &[u64], params: &ChunkerParams) -> usize {
+    let max = u64::from(params.max_size);
+    match lens.split_last() {
+        Some((&last, _)) if last >= max => lens.len(),
+        Some(_) => lens.len() - 1,
+        None => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn params() -> ChunkerParams {
+        ChunkerParams {
+            seed: 5,
+            min_size: 4,
+            avg_size: 16,
+            max_size: 64,
+        }
+    }
 
     fn plan(lens: &[u64], verify: AppendVerify) -> AppendPlan {
         let size: u64 = lens.iter().sum();
@@ -155,11 +172,7 @@ mod tests {
             old.push((off, l, Id([i as u8; 32])));
             off += l;
         }
-        let (avg, max) = (16u64, 64u64);
-        let kept = old
-            .iter()
-            .take_while(|&&(s, l, _)| size - s >= max || (size - s >= avg && s + l < size))
-            .count();
+        let kept = stable_prefix(lens, &params());
         AppendPlan {
             restart: old.get(kept).map_or(size, |c| c.0),
             old,
@@ -169,17 +182,56 @@ mod tests {
         }
     }
 
+    /// The property the whole scheme rests on, on the real chunker: cut a
+    /// prefix of a stream, restart at its last stable cut, and the cuts
+    /// equal those of the whole stream.
     #[test]
-    fn the_last_chunk_and_short_tails_are_read_again() {
-        // 100 bytes: cuts at 30, 60, 80 (window 40 >= avg 16, cut inside),
-        // then 95 (window 20, cut inside: stable), then the end.
+    fn restarting_at_the_stable_prefix_gives_the_cuts_of_a_full_read() {
+        let p = ChunkerParams {
+            seed: 11,
+            min_size: 256,
+            avg_size: 1024,
+            max_size: 4096,
+        };
+        let chunker = crate::chunker::Chunker::new(&p);
+        let cuts = |data: &[u8]| {
+            let mut lens = Vec::new();
+            let mut buf = Vec::new();
+            chunker
+                .chunk::<_, ()>(data, &mut buf, |c| {
+                    lens.push(c.len() as u64);
+                    Ok(())
+                })
+                .unwrap();
+            lens
+        };
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut data = Vec::new();
+        for _ in 0..40_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Runs of zeros now and then: cuts at max and at the window end.
+            data.push(if (x >> 20) % 50 < 3 { 0 } else { x as u8 });
+        }
+        let full = cuts(&data);
+        for old_len in (1..data.len()).step_by(97) {
+            let old = cuts(&data[..old_len]);
+            let kept = stable_prefix(&old, &p);
+            let restart: u64 = old[..kept].iter().sum();
+            let mut again = old[..kept].to_vec();
+            again.extend(cuts(&data[restart as usize..]));
+            assert_eq!(again, full, "old length {old_len}");
+        }
+    }
+
+    #[test]
+    fn only_the_last_chunk_is_read_again() {
         let p = plan(&[30, 30, 20, 15, 5], AppendVerify::Quick);
-        assert_eq!(p.kept, 4);
-        assert_eq!(p.restart, 95);
-        // A cut found in a window under avg is not stable.
-        let p = plan(&[40, 50, 4, 6], AppendVerify::Quick);
-        assert_eq!(p.kept, 2);
-        assert_eq!(p.restart, 90);
+        assert_eq!((p.kept, p.restart), (4, 95));
+        // A last chunk cut at the maximum was not cut by the end.
+        let p = plan(&[40, 50, 64], AppendVerify::Quick);
+        assert_eq!((p.kept, p.restart), (3, 154));
     }
 
     #[test]
