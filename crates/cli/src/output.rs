@@ -240,7 +240,11 @@ pub fn paths(paths: &[String]) -> String {
 /// its other sources (`mysql:all`, `stream:db.sql`).
 pub fn snapshot_sources(s: &strata_core::format::snapshot::Snapshot) -> String {
     let mut parts = vec![paths(&s.paths)];
-    parts.extend(s.sources.iter().map(|src| strata_core::format::quote_bytes(src.as_bytes())));
+    parts.extend(
+        s.sources
+            .iter()
+            .map(|src| strata_core::format::quote_bytes(src.as_bytes())),
+    );
     parts.retain(|p| !p.is_empty());
     parts.join(" ")
 }

@@ -35,15 +35,14 @@ impl Filter {
                     .filter(|t| !t.is_empty())
                     .all(|t| s.tags.iter().any(|have| have == t))
             });
-        let paths_ok = self
-            .paths
-            .iter()
-            .all(|p| {
-                let p = p.trim_end_matches('/');
-                s.paths.iter().any(|have| have == p)
-                    || s.streams.iter().any(|have| have == p.trim_start_matches('/'))
-                    || s.sources.iter().any(|have| have == p)
-            });
+        let paths_ok = self.paths.iter().all(|p| {
+            let p = p.trim_end_matches('/');
+            s.paths.iter().any(|have| have == p)
+                || s.streams
+                    .iter()
+                    .any(|have| have == p.trim_start_matches('/'))
+                || s.sources.iter().any(|have| have == p)
+        });
         let time_ok = self.before.is_none_or(|b| s.time <= b);
         host_ok && tags_ok && paths_ok && time_ok
     }

@@ -368,8 +368,7 @@ impl Excluder {
 /// A gitignore-style matcher for `lines` (`None` if there are none);
 /// `what` names the option in messages.
 pub(crate) fn patterns(lines: &[String], what: &str) -> Result<Option<Gitignore>> {
-    build_patterns(lines, false)
-        .map_err(|e| Error::invalid(format!("{what}: {e}")))
+    build_patterns(lines, false).map_err(|e| Error::invalid(format!("{what}: {e}")))
 }
 
 fn build_patterns(lines: &[String], case_insensitive: bool) -> Result<Option<Gitignore>> {

@@ -62,7 +62,15 @@ fn tail_reads_give_the_snapshot_a_full_read_gives() {
     // Appends from one byte to several maximal chunks (512 KiB here),
     // including sizes around min (64 KiB) and avg (128 KiB).
     let appends = [
-        1usize, 700, 64 << 10, (128 << 10) + 3, 5, 1 << 20, 300_000, 2 << 20, 17,
+        1usize,
+        700,
+        64 << 10,
+        (128 << 10) + 3,
+        5,
+        1 << 20,
+        300_000,
+        2 << 20,
+        17,
     ];
     fs::write(&file, random_bytes(1, 3 << 20)).unwrap();
     backup::run(&repo, &options(&dir, AppendVerify::Quick), &NoProgress).unwrap();
@@ -72,8 +80,7 @@ fn tail_reads_give_the_snapshot_a_full_read_gives() {
         f.write_all(&random_bytes(round as u64 + 100, *n)).unwrap();
         drop(f);
         let warnings = Warnings::default();
-        let (_, snap) =
-            backup::run(&repo, &options(&dir, AppendVerify::Quick), &warnings).unwrap();
+        let (_, snap) = backup::run(&repo, &options(&dir, AppendVerify::Quick), &warnings).unwrap();
         let summary = snap.summary.clone().unwrap();
         let tail = file_node(&repo, &snap);
         assert!(
@@ -111,8 +118,7 @@ fn a_byte_changed_at_the_old_end_forces_a_full_read() {
         data.extend_from_slice(&random_bytes(back as u64, 10_000));
         fs::write(&file, &data).unwrap();
         let warnings = Warnings::default();
-        let (_, snap) =
-            backup::run(&repo, &options(&dir, AppendVerify::Quick), &warnings).unwrap();
+        let (_, snap) = backup::run(&repo, &options(&dir, AppendVerify::Quick), &warnings).unwrap();
         let got = warnings.0.lock().unwrap().clone();
         assert!(
             got.iter().any(|w| w.contains("read in full")),
@@ -120,7 +126,10 @@ fn a_byte_changed_at_the_old_end_forces_a_full_read() {
         );
         let summary = snap.summary.clone().unwrap();
         assert_eq!(summary.bytes_read, data.len() as u64);
-        assert_eq!(file_node(&repo, &snap).content, full_read(&repo, &dir).content);
+        assert_eq!(
+            file_node(&repo, &snap).content,
+            full_read(&repo, &dir).content
+        );
     }
 }
 
@@ -139,8 +148,16 @@ fn full_verification_catches_a_change_anywhere() {
     fs::write(&file, &data).unwrap();
     let warnings = Warnings::default();
     let (_, snap) = backup::run(&repo, &options(&dir, AppendVerify::Full), &warnings).unwrap();
-    assert!(warnings.0.lock().unwrap().iter().any(|w| w.contains("read in full")));
-    assert_eq!(file_node(&repo, &snap).content, full_read(&repo, &dir).content);
+    assert!(warnings
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|w| w.contains("read in full")));
+    assert_eq!(
+        file_node(&repo, &snap).content,
+        full_read(&repo, &dir).content
+    );
 }
 
 #[test]
@@ -158,5 +175,8 @@ fn a_file_that_shrank_or_was_replaced_is_read_in_full() {
     fs::rename(&replacement, &file).unwrap();
     let (_, snap) = backup::run(&repo, &options(&dir, AppendVerify::Quick), &NoProgress).unwrap();
     assert_eq!(snap.summary.clone().unwrap().bytes_read, 3 << 20);
-    assert_eq!(file_node(&repo, &snap).content, full_read(&repo, &dir).content);
+    assert_eq!(
+        file_node(&repo, &snap).content,
+        full_read(&repo, &dir).content
+    );
 }

@@ -299,16 +299,23 @@ fn sources(args: &Args) -> Result<Vec<Source>> {
     }
     if args.stdin_filename.is_some() && !args.stdin && !args.stdin_from_command {
         bail!(usage(
-            "--stdin-filename names what --stdin or --stdin-from-command stores; give one of them".into()
+            "--stdin-filename names what --stdin or --stdin-from-command stores; give one of them"
+                .into()
         ));
     }
     for c in &args.commands {
-        let Some((name, line)) = c.split_once('=').filter(|(n, l)| !n.is_empty() && !l.trim().is_empty()) else {
+        let Some((name, line)) = c
+            .split_once('=')
+            .filter(|(n, l)| !n.is_empty() && !l.trim().is_empty())
+        else {
             bail!(usage(format!(
                 "--command {c:?}: give NAME=COMMAND, e.g. --command 'ldap.ldif=slapcat -n 1'"
             )));
         };
-        out.push(Source::Stream(Stream::shell(StreamName::parse(name)?, line)));
+        out.push(Source::Stream(Stream::shell(
+            StreamName::parse(name)?,
+            line,
+        )));
     }
     if let Some(dbs) = &args.mysql {
         let mut o = mysql::Options::new(Databases::parse(dbs)?);
@@ -316,7 +323,9 @@ fn sources(args: &Args) -> Result<Vec<Source>> {
         o.options = args.mysql_option.clone();
         out.push(Source::Mysql(o));
     } else if args.mysql_defaults_file.is_some() || !args.mysql_option.is_empty() {
-        bail!(usage("--mysql-defaults-file and --mysql-option go with --mysql".into()));
+        bail!(usage(
+            "--mysql-defaults-file and --mysql-option go with --mysql".into()
+        ));
     }
     if let Some(dbs) = &args.postgres {
         let mut o = postgres::Options::new(Databases::parse(dbs)?);

@@ -143,7 +143,10 @@ fn read_and_save(
             ),
         }
     } else if append.is_some() {
-        progress.warning(path, "append-only file did not grow (or is sparse): read in full");
+        progress.warning(
+            path,
+            "append-only file did not grow (or is sparse): read in full",
+        );
     }
     let sink = |chunk: &[u8]| -> Result<(), Error> {
         crate::interrupt::check()?;

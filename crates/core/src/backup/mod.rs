@@ -247,15 +247,8 @@ pub fn run(
             });
         }
         drop(jobs_rx);
-        let streamed = scope.spawn(|| {
-            streams::save_all(
-                &saver,
-                &chunker,
-                streams,
-                opts.stream_jobs,
-                &stamp,
-            )
-        });
+        let streamed =
+            scope.spawn(|| streams::save_all(&saver, &chunker, streams, opts.stream_jobs, &stamp));
         let mut walker = Walker {
             saver: &saver,
             excluder: &excluder,

@@ -145,11 +145,12 @@ pub(super) fn save_all(
                             break;
                         }
                         let name = stream.name.clone();
-                        let saved = save_one(saver, chunker, stream, &mut buf).inspect_err(|_| {
-                            // The backup fails: stop the other streams.
-                            failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                            command::stop_all();
-                        })?;
+                        let saved =
+                            save_one(saver, chunker, stream, &mut buf).inspect_err(|_| {
+                                // The backup fails: stop the other streams.
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                command::stop_all();
+                            })?;
                         results.push((name, saved.map(|(ids, o)| stream_node(stamp, ids, o))));
                     }
                     Ok(results)
@@ -200,9 +201,8 @@ fn save_one(
             let Some(mut reader) = reader else {
                 return Ok(Err("the stream was already read".into()));
             };
-            chunk_into(saver, chunker, &mut reader, buf).map(|r| {
-                r.map_err(|e| format!("cannot read: {e}"))
-            })
+            chunk_into(saver, chunker, &mut reader, buf)
+                .map(|r| r.map_err(|e| format!("cannot read: {e}")))
         }
         StreamSource::Command(spec) => {
             let mut running = match spec.spawn() {

@@ -1,14 +1,14 @@
 //! Opening a repository: keys, config, index, and typed access to objects.
 
 mod index;
-mod reader;
 pub mod lock;
+mod reader;
 mod trees;
 pub use trees::TreeBatch;
 
-pub use reader::FileReader;
 pub use index::{BlobLocation, Index};
 pub use lock::{FoundLock, LockGuard, LockInfo, LockKind, LockTiming};
+pub use reader::FileReader;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 

@@ -142,7 +142,9 @@ pub fn restore(
     let server_wide = opts.database.starts_with('_');
     let target = opts.target.clone().unwrap_or_else(|| opts.database.clone());
     let client = match server {
-        Server::Mysql => opts.mysql.restore_command((!server_wide).then_some(&target))?,
+        Server::Mysql => opts
+            .mysql
+            .restore_command((!server_wide).then_some(&target))?,
         Server::Postgres => opts
             .postgres
             .restore_command((!server_wide).then_some(&target))?,
@@ -228,10 +230,12 @@ fn feed(mut reader: impl Read, client: &CommandSpec) -> Result<u64> {
             .ok_or_else(|| Error::invalid("the client has no standard input"))?;
         loop {
             crate::interrupt::check()?;
-            let n = reader.read(&mut buf).map_err(|e| match e.downcast::<Error>() {
-                Ok(inner) => inner,
-                Err(e) => Error::invalid(format!("cannot read the dump: {e}")),
-            })?;
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| match e.downcast::<Error>() {
+                    Ok(inner) => inner,
+                    Err(e) => Error::invalid(format!("cannot read the dump: {e}")),
+                })?;
             if n == 0 {
                 return Ok(());
             }

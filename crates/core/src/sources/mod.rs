@@ -90,10 +90,7 @@ impl StreamName {
     /// components, `.`, `..` and NUL.
     pub fn parse(text: &str) -> Result<StreamName> {
         let trimmed = text.trim_start_matches('/');
-        let ok = !trimmed.is_empty()
-            && trimmed
-                .split('/')
-                .all(|c| Node::valid_name(c.as_bytes()));
+        let ok = !trimmed.is_empty() && trimmed.split('/').all(|c| Node::valid_name(c.as_bytes()));
         if !ok {
             return Err(Error::invalid(format!(
                 "{text:?} is not a usable stream name: give a relative path like `db.sql` or `mysql/shop.sql` \

@@ -1,0 +1,339 @@
+//! Streams in snapshots: standard input, a command's output, several
+//! commands beside paths, what a failing or empty command leaves, and
+//! growing files read only at their tail.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::process::{Output, Stdio};
+
+use common::{last_json, pseudo_random, write, Env};
+use serde_json::Value;
+
+fn run(env: &Env, args: &[&str]) -> Output {
+    env.cmd().args(args).output().unwrap()
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn expect(out: &Output, code: i32, text: &str) {
+    let stderr = stderr_of(out);
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    assert!(stderr.contains(text), "expected {text:?} in: {stderr}");
+}
+
+fn dump(env: &Env, path: &str) -> Vec<u8> {
+    let out = run(env, &["dump", "latest", path]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    out.stdout
+}
+
+/// The JSON entry `ls --json` gives for `path` in the latest snapshot.
+fn entry(env: &Env, path: &str) -> Value {
+    let out = run(env, &["ls", "--json", "latest", path]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .flat_map(|v| match v {
+            Value::Array(a) => a,
+            other => vec![other],
+        })
+        .find(|v| v["path"] == format!("/{path}"))
+        .unwrap_or_else(|| panic!("{path} not listed in {text}"))
+}
+
+#[test]
+fn stdin_is_stored_under_its_name_with_mode_0600_the_users_owner_and_the_backup_time() {
+    let env = Env::new();
+    env.init();
+    let data = pseudo_random(3 << 20, 4);
+    let mut child = env
+        .std_cmd()
+        .args([
+            "backup",
+            "--json",
+            "--stdin",
+            "--stdin-filename",
+            "mysql/shop.sql",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let summary = last_json(&out.stdout);
+    assert_eq!(summary["summary"]["streams"], 1);
+    assert_eq!(dump(&env, "mysql/shop.sql"), data);
+    let node = entry(&env, "mysql/shop.sql");
+    assert_eq!(node["mode"].as_u64().unwrap() & 0o7777, 0o600, "{node}");
+    let me = std::fs::metadata(env.home()).unwrap();
+    assert_eq!(node["uid"].as_u64(), Some(u64::from(me.uid())), "{node}");
+    let snap = &env.snapshots()[0];
+    assert_eq!(node["mtime"], snap["time"], "{node} vs {snap}");
+    assert_eq!(snap["streams"][0], "mysql/shop.sql");
+}
+
+#[test]
+fn a_failing_stdin_command_saves_no_snapshot_and_shows_its_stderr() {
+    let env = Env::new();
+    env.init();
+    let out = run(
+        &env,
+        &[
+            "backup",
+            "--stdin-from-command",
+            "--stdin-filename",
+            "db.sql",
+            "--",
+            "sh",
+            "-c",
+            "echo 'CREATE TABLE half'; echo 'lost connection to server' >&2; exit 2",
+        ],
+    );
+    expect(&out, 1, "lost connection to server");
+    expect(&out, 1, "exited with status 2");
+    assert!(env.snapshots().is_empty());
+    // Killed by a signal: the same.
+    let out = run(
+        &env,
+        &[
+            "backup",
+            "--stdin-from-command",
+            "--",
+            "sh",
+            "-c",
+            "echo x; kill -TERM $$",
+        ],
+    );
+    expect(&out, 1, "killed by signal 15");
+    assert!(env.snapshots().is_empty());
+}
+
+#[test]
+fn a_stdin_command_that_prints_nothing_is_saved_with_a_warning_and_exit_3() {
+    let env = Env::new();
+    env.init();
+    let out = run(&env, &["backup", "--stdin-from-command", "--", "true"]);
+    expect(&out, 3, "the stream was empty");
+    assert_eq!(env.snapshots().len(), 1);
+    assert_eq!(dump(&env, "stdin"), b"");
+}
+
+#[test]
+fn a_stdin_command_stores_its_output_exactly() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("payload");
+    write(&src, &pseudo_random(5 << 20, 9));
+    let out = run(
+        &env,
+        &[
+            "backup",
+            "--stdin-from-command",
+            "--stdin-filename",
+            "payload.bin",
+            "--",
+            "cat",
+            src.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(dump(&env, "payload.bin"), std::fs::read(&src).unwrap());
+}
+
+#[test]
+fn a_failing_command_beside_paths_is_left_out_and_the_snapshot_is_partial() {
+    let env = Env::new();
+    env.init();
+    let dir = env.path("etc");
+    write(&dir.join("hosts"), b"127.0.0.1 localhost\n");
+    let out = run(
+        &env,
+        &[
+            "backup",
+            dir.to_str().unwrap(),
+            "--command",
+            "dumps/good.sql=printf 'all rows'",
+            "--command",
+            "dumps/bad.sql=printf 'half of the rows'; echo 'Lock wait timeout exceeded' >&2; exit 5",
+            "--command",
+            "other.txt=seq 1 100000",
+        ],
+    );
+    expect(&out, 3, "dumps/bad.sql");
+    expect(&out, 3, "Lock wait timeout exceeded");
+    expect(&out, 3, "exited with status 5");
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["partial"], true);
+    assert_eq!(dump(&env, "dumps/good.sql"), b"all rows");
+    assert_eq!(dump(&env, "etc/hosts"), b"127.0.0.1 localhost\n");
+    let seq: String = (1..=100_000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(dump(&env, "other.txt"), seq.as_bytes());
+    // The failed stream's partial output is nowhere in the snapshot.
+    let out = run(&env, &["dump", "latest", "dumps/bad.sql"]);
+    assert!(!out.status.success());
+    let listing = String::from_utf8_lossy(&run(&env, &["ls", "latest"]).stdout).to_string();
+    assert!(!listing.contains("bad.sql"), "{listing}");
+}
+
+#[test]
+fn stream_names_that_collide_or_escape_are_refused_before_anything_runs() {
+    let env = Env::new();
+    env.init();
+    let marker = env.path("ran");
+    let touch = format!("x=touch {}", marker.display());
+    let dir = env.path("data");
+    write(&dir.join("f"), b"f");
+    for args in [
+        vec!["--command", "a.sql=true", "--command", "a.sql=true"],
+        vec!["--command", "a=true", "--command", "a/b=true"],
+        vec!["--command", "../up=true"],
+        vec!["--command", "/=true"],
+        vec![dir.to_str().unwrap(), "--command", "data/f=true"],
+        vec!["--command", "noequals"],
+        vec!["--stdin-filename", "x"],
+    ] {
+        let mut all = vec!["backup", &touch];
+        all.insert(1, "--command");
+        all.extend(args.iter().copied());
+        let out = run(&env, &all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr_of(&out));
+    }
+    assert!(
+        !marker.exists(),
+        "a command ran although the backup was refused"
+    );
+    assert!(env.snapshots().is_empty());
+}
+
+#[test]
+fn an_interrupted_backup_stops_its_commands_and_saves_no_snapshot() {
+    let env = Env::new();
+    env.init();
+    let pidfile = env.path("pid");
+    let cmd = format!("hang=echo $$ > {}; exec sleep 600", pidfile.display());
+    let mut child = env
+        .std_cmd()
+        .args(["backup", "--command", &cmd])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sleeper: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
+    assert!(env.snapshots().is_empty());
+    // The command is gone with the backup.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleeper), None).is_ok();
+    let zombie =
+        std::fs::read_to_string(format!("/proc/{sleeper}/stat")).is_ok_and(|s| s.contains(") Z "));
+    assert!(
+        !alive || zombie,
+        "the command outlived the interrupted backup"
+    );
+}
+
+#[test]
+fn latest_before_a_date_finds_the_stream_as_it_was() {
+    let env = Env::new();
+    env.init();
+    for (time, body) in [
+        ("2026-01-01 10:00", "first"),
+        ("2026-01-02 10:00", "second"),
+    ] {
+        let cmd = format!("db.sql=printf {body}");
+        let out = run(&env, &["backup", "--time", time, "--command", &cmd]);
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    }
+    let out = run(&env, &["backup", "--command", "other.txt=printf x"]);
+    assert!(out.status.success());
+    let got = run(
+        &env,
+        &[
+            "dump",
+            "latest",
+            "db.sql",
+            "--path",
+            "db.sql",
+            "--before",
+            "2026-01-01 12:00",
+        ],
+    );
+    assert!(got.status.success(), "{}", stderr_of(&got));
+    assert_eq!(got.stdout, b"first");
+    let got = run(&env, &["dump", "latest", "db.sql", "--path", "db.sql"]);
+    assert_eq!(got.stdout, b"second");
+}
+
+#[test]
+fn a_grown_append_only_file_is_read_only_at_its_tail() {
+    let env = Env::new();
+    env.init();
+    let dir = env.path("zodb");
+    let file = dir.join("Data.fs");
+    write(&file, &pseudo_random(24 << 20, 1));
+    let first = env.backup(&[dir.to_str().unwrap(), "--append-only", "Data.fs"]);
+    assert_eq!(first["summary"]["bytes_read"], 24 << 20);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
+    f.write_all(&pseudo_random(1 << 20, 2)).unwrap();
+    drop(f);
+    let second = env.backup(&[dir.to_str().unwrap(), "--append-only", "Data.fs"]);
+    let read = second["summary"]["bytes_read"].as_u64().unwrap();
+    // The appended MiB, the old last chunk and the one before it, and a
+    // few sampled chunks (1 MiB on average, 4 MiB at most).
+    assert!(read < 12 << 20, "read {read} bytes of a 25 MiB file");
+    assert_eq!(dump(&env, "zodb/Data.fs"), std::fs::read(&file).unwrap());
+    // A byte changed just before the old end: read in full, and says so.
+    let mut data = std::fs::read(&file).unwrap();
+    let old_end = data.len();
+    data[old_end - 10] ^= 1;
+    data.extend_from_slice(b"more");
+    std::fs::write(&file, &data).unwrap();
+    let out = run(
+        &env,
+        &[
+            "backup",
+            "--json",
+            dir.to_str().unwrap(),
+            "--append-only",
+            "Data.fs",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &stderr_of(&out);
+    assert!(text.contains("read in full"), "{text}");
+    assert_eq!(
+        last_json(&out.stdout)["summary"]["bytes_read"],
+        data.len() as u64
+    );
+    assert_eq!(dump(&env, "zodb/Data.fs"), data);
+}
