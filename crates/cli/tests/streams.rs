@@ -337,3 +337,47 @@ fn a_grown_append_only_file_is_read_only_at_its_tail() {
     );
     assert_eq!(dump(&env, "zodb/Data.fs"), data);
 }
+
+#[test]
+fn a_single_restored_file_never_replaces_a_different_one_unless_overwrite_says_so() {
+    let env = Env::new();
+    env.init();
+    let out = run(
+        &env,
+        &[
+            "backup",
+            "--command",
+            "mysql/shop.sql=printf 'CREATE TABLE t;'",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let target = env.path("restored");
+    let target_s = target.to_str().unwrap();
+    let file = target.join("shop.sql");
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "latest:mysql/shop.sql", "--target", target_s];
+        args.extend_from_slice(extra);
+        run(&env, &args)
+    };
+    assert!(restore(&[]).status.success());
+    assert_eq!(std::fs::read(&file).unwrap(), b"CREATE TABLE t;");
+    // The same contents: nothing to do, and fine.
+    assert!(restore(&[]).status.success());
+    // Different contents: kept, and said.
+    std::fs::write(&file, b"my own edits").unwrap();
+    let out = restore(&[]);
+    expect(&out, 3, "exists and differs");
+    assert_eq!(std::fs::read(&file).unwrap(), b"my own edits");
+    let out = restore(&["--overwrite", "always"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(std::fs::read(&file).unwrap(), b"CREATE TABLE t;");
+    let names: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("shop.sql")],
+        "temporary files left"
+    );
+}

@@ -29,9 +29,11 @@ pub struct Args {
     /// Leave out paths matching this pattern.
     #[arg(short, long, value_name = "PATTERN")]
     exclude: Vec<String>,
-    /// What to do with files that already exist in the target.
-    #[arg(long, value_enum, default_value = "if-changed")]
-    overwrite: OverwriteArg,
+    /// What to do with files that already exist in the target (default:
+    /// if-changed; a single file, SNAPSHOT:FILE, never replaces an existing
+    /// file that differs unless this is given).
+    #[arg(long, value_enum)]
+    overwrite: Option<OverwriteArg>,
     /// Delete files in the target that the snapshot does not contain.
     #[arg(long)]
     delete: bool,
@@ -70,15 +72,23 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         }
         None => None,
     };
+    let single_file = match &subpath {
+        Some(p) => repo
+            .node_if_present(snap.tree, p)?
+            .is_some_and(|n| n.kind == strata_core::format::tree::NodeKind::File),
+        None => false,
+    };
     let opts = RestoreOptions {
         target: args.target.clone(),
         subpath,
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         overwrite: match args.overwrite {
-            OverwriteArg::Always => Overwrite::Always,
-            OverwriteArg::IfChanged => Overwrite::IfChanged,
-            OverwriteArg::Never => Overwrite::Never,
+            Some(OverwriteArg::Always) => Overwrite::Always,
+            Some(OverwriteArg::IfChanged) => Overwrite::IfChanged,
+            Some(OverwriteArg::Never) => Overwrite::Never,
+            None if single_file => Overwrite::IfAbsentOrSame,
+            None => Overwrite::IfChanged,
         },
         delete: args.delete,
         verify: args.verify,

@@ -34,6 +34,10 @@ pub enum Overwrite {
     #[default]
     IfChanged,
     Never,
+    /// Keep an existing file whose contents differ and report it as not
+    /// restored: what a single file restored onto an existing one gets
+    /// unless `--overwrite` says otherwise (never replaced silently).
+    IfAbsentOrSame,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -635,8 +639,12 @@ impl Restorer<'_> {
         existing: Option<&std::fs::Metadata>,
     ) -> FilePlan {
         if let Some(m) = existing {
+            let compare = matches!(
+                self.opts.overwrite,
+                Overwrite::IfChanged | Overwrite::IfAbsentOrSame
+            );
             let unchanged = m.is_file()
-                && self.opts.overwrite == Overwrite::IfChanged
+                && compare
                 && m.len() == node.size
                 && data::same_content(self.repo, path, node);
             if unchanged {
@@ -645,6 +653,13 @@ impl Restorer<'_> {
             }
             if self.opts.overwrite == Overwrite::Never {
                 return FilePlan::LeftAlone;
+            }
+            if self.opts.overwrite == Overwrite::IfAbsentOrSame {
+                self.not_restored(
+                    path.to_path_buf(),
+                    "exists and differs from the snapshot; left as it is (--overwrite always replaces it)".into(),
+                );
+                return FilePlan::Failed;
             }
         }
         match fsops::create_temporary(path, node.size) {
@@ -688,9 +703,13 @@ impl Restorer<'_> {
                 self.summary.files -= 1;
                 continue;
             }
+            // A single file is made durable before it appears, like one
+            // that replaces another (a restore of one file is often the
+            // one copy someone is waiting for).
+            let sync = job.replaces || jobs.len() == 1;
             let placed = match failed.get(&j) {
                 Some(reason) => Err(reason.clone()),
-                None => fsops::put_in_place(tmp, &job.path, job.replaces)
+                None => fsops::put_in_place(tmp, &job.path, sync)
                     .map_err(|e| format!("cannot put in place: {e}")),
             };
             if let Err(reason) = placed {
@@ -698,7 +717,7 @@ impl Restorer<'_> {
                 created[job.entry] = false;
                 self.summary.files -= 1;
                 self.not_restored(job.path.clone(), reason);
-            } else if job.replaces {
+            } else if sync {
                 if let Some(dir) = job.path.parent() {
                     synced_dirs.insert(dir.to_path_buf());
                 }
