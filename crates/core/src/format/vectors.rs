@@ -42,6 +42,28 @@ fn sample_tree() -> Tree {
     }
 }
 
+/// A snapshot of one stream and no paths, as `backup --mysql shop` makes.
+fn sample_stream_snapshot() -> crate::format::snapshot::Snapshot {
+    crate::format::snapshot::Snapshot {
+        version: 1,
+        time: jiff::Timestamp::UNIX_EPOCH,
+        tree: Id([0xcd; 32]),
+        paths: vec![],
+        streams: vec!["mysql/shop.sql".into()],
+        sources: vec!["mysql:shop".into()],
+        hostname: "h".into(),
+        username: "u".into(),
+        uid: 0,
+        gid: 0,
+        tags: vec![],
+        parent: None,
+        original: None,
+        partial: false,
+        summary: None,
+        program_version: "0".into(),
+    }
+}
+
 pub(crate) fn vectors() -> Vec<(&'static str, String)> {
     let k = key();
     let nonce: [u8; 24] = std::array::from_fn(|i| 0x40 + i as u8);
@@ -70,6 +92,10 @@ pub(crate) fn vectors() -> Vec<(&'static str, String)> {
         ("pack trailer", hex::encode(&packed[header_plain..])),
         ("argon2id", kdf),
         ("tree cbor", hex::encode(to_cbor(&sample_tree()))),
+        (
+            "stream snapshot cbor",
+            hex::encode(to_cbor(&sample_stream_snapshot())),
+        ),
     ]
 }
 
@@ -97,6 +123,16 @@ mod tests {
                 "ab",
             ),
         ),
+        (
+            "stream snapshot cbor",
+            concat!(
+                "ad6776657273696f6e016474696d6574313937302d30312d30315430303a30303a30305a64747265",
+                "655820cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd6570617468",
+                "73806773747265616d73816e6d7973716c2f73686f702e73716c67736f7572636573816a6d797371",
+                "6c3a73686f7068686f73746e616d65616868757365726e616d656175637569640063676964006474",
+                "61677380677061727469616cf46f70726f6772616d5f76657273696f6e6130",
+            ),
+        ),
     ];
 
     #[test]
@@ -107,6 +143,9 @@ mod tests {
         let tree: Tree =
             crate::format::from_cbor(&hex::decode(EXPECTED[5].1).unwrap(), "tree").unwrap();
         assert_eq!(tree, sample_tree());
+        let snap: crate::format::snapshot::Snapshot =
+            crate::format::from_cbor(&hex::decode(EXPECTED[6].1).unwrap(), "snapshot").unwrap();
+        assert_eq!(snap, sample_stream_snapshot());
     }
 
     #[test]
