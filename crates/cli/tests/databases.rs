@@ -205,7 +205,7 @@ fn mysql_all_dumps_one_file_per_database_and_one_restores_exactly() {
 
     // The README's way: strata dump … | mariadb DATABASE.
     maria.sql(&format!("CREATE DATABASE {piped}"));
-    let dump = env
+    let mut dump = env
         .std_cmd()
         .args(["dump", "latest", &format!("mysql/{shop}.sql")])
         .stdout(Stdio::piped())
@@ -218,10 +218,11 @@ fn mysql_all_dumps_one_file_per_database_and_one_restores_exactly() {
             "--user=root",
             &piped,
         ])
-        .stdin(dump.stdout.unwrap())
+        .stdin(dump.stdout.take().unwrap())
         .status()
         .unwrap();
     assert!(status.success());
+    assert!(dump.wait().unwrap().success());
     assert_eq!(
         maria.checksum(&format!("{shop}.items")),
         maria.checksum(&format!("{piped}.items"))

@@ -220,7 +220,7 @@ fn an_interrupted_backup_stops_its_commands_and_saves_no_snapshot() {
     env.init();
     let pidfile = env.path("pid");
     let cmd = format!("hang=echo $$ > {}; exec sleep 600", pidfile.display());
-    let mut child = env
+    let child = env
         .std_cmd()
         .args(["backup", "--command", &cmd])
         .stdout(Stdio::null())
@@ -380,4 +380,34 @@ fn a_single_restored_file_never_replaces_a_different_one_unless_overwrite_says_s
         vec![std::ffi::OsString::from("shop.sql")],
         "temporary files left"
     );
+}
+
+#[test]
+fn forget_keeps_the_last_snapshot_of_each_source_apart() {
+    let env = Env::new();
+    env.init();
+    for (time, source) in [
+        ("2026-01-01 10:00", "mysql.sql=printf m1"),
+        ("2026-01-01 10:05", "pg.sql=printf p1"),
+        ("2026-01-01 11:00", "mysql.sql=printf m2"),
+        ("2026-01-01 11:05", "pg.sql=printf p2"),
+    ] {
+        let out = run(&env, &["backup", "--time", time, "--command", source]);
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    }
+    let out = run(&env, &["forget", "--keep-last", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let kept: Vec<String> = env
+        .snapshots()
+        .iter()
+        .map(|s| s["sources"][0].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(
+        kept.contains(&"stream:mysql.sql".to_string())
+            && kept.contains(&"stream:pg.sql".to_string())
+    );
+    assert_eq!(dump(&env, "mysql.sql"), b"m2");
+    let got = run(&env, &["dump", "latest", "pg.sql", "--path", "pg.sql"]);
+    assert_eq!(got.stdout, b"p2");
 }

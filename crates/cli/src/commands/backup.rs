@@ -38,7 +38,7 @@ pub struct Args {
     /// the snapshot is partial (exit 3).
     #[arg(long = "command", value_name = "NAME=COMMAND")]
     commands: Vec<String>,
-    /// Dump MySQL/MariaDB databases, each as mysql/<database>.sql, and
+    /// Dump MySQL/MariaDB databases, each as mysql/DATABASE.sql, and
     /// the users and grants as mysql/_grants.sql: `all` or `db1,db2`.
     #[arg(long, value_name = "all|DATABASES")]
     mysql: Option<String>,
@@ -48,7 +48,7 @@ pub struct Args {
     /// Option for every MySQL client call, e.g. `--mysql-option=--socket=/run/mysqld/mysqld.sock` (repeatable).
     #[arg(long, value_name = "OPTION", allow_hyphen_values = true)]
     mysql_option: Vec<String>,
-    /// Dump PostgreSQL databases, each as postgresql/<database>.sql, and
+    /// Dump PostgreSQL databases, each as postgresql/DATABASE.sql, and
     /// roles and tablespaces as postgresql/_globals.sql: `all` or `db1,db2`.
     #[arg(long, value_name = "all|DATABASES")]
     postgres: Option<String>,

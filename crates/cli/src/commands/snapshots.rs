@@ -59,7 +59,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
                 output::local_time(s.time),
                 s.hostname.clone(),
                 s.tags.join(","),
-                crate::output::snapshot_sources(&s),
+                crate::output::snapshot_sources(s),
                 format!("{size}{}", if s.partial { " (partial)" } else { "" }),
             ]
         })
