@@ -173,10 +173,13 @@ fn read_limited(file: std::io::Result<std::fs::File>, source: &str) -> Result<St
 fn run_password_command(cmd: &str) -> Result<String> {
     use std::io::Read;
     // Not in a process group of its own: a command that asks for a
-    // passphrase on the terminal must stay in the foreground.
+    // passphrase on the terminal must stay in the foreground (it opens
+    // /dev/tty). Standard input is not its: it may be the data of
+    // `backup --stdin`, which a command such as `ssh` would read.
     let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
+        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()

@@ -139,8 +139,15 @@ fn mysql_all_dumps_one_file_per_database_and_one_restores_exactly() {
         ])
         .output()
         .unwrap();
-    let text = ok(out);
-    assert!(text.contains("\"partial\":false"), "{text}");
+    // Other tests create and drop databases on the same server at the
+    // same time: one dropped between listing and dumping fails (exit 3),
+    // which must never be one of ours.
+    let errors = stderr_of(&out);
+    assert!(matches!(out.status.code(), Some(0 | 3)), "{errors}");
+    assert!(
+        !errors.contains(&shop) && !errors.contains(&crm),
+        "{errors}"
+    );
     let files = listing(&env, &[]);
     for want in [
         format!("/mysql/{shop}.sql"),
@@ -468,4 +475,72 @@ fn postgres_dumps_that_fail_leave_a_partial_snapshot_without_their_files() {
     );
     let files = listing(&env, &[]);
     assert!(!files.contains("/postgresql/postgres.sql"), "{files}");
+}
+
+// Found by attacking database sources (2026-11-30).
+
+#[test]
+fn restoring_server_wide_files_failed_on_users_and_roles_every_server_has() {
+    let env = Env::new();
+    env.init();
+    if let Some(maria) = Maria::new() {
+        let cnf = maria.option_file(env.dir.path(), "root", None);
+        let db = unique("grantsrc");
+        maria.sql(&format!("CREATE DATABASE {db}"));
+        env.backup(&["--mysql", &db, "--mysql-defaults-file", &cnf]);
+        let out = env
+            .cmd()
+            .args([
+                "restore-db",
+                "latest",
+                "_grants",
+                "--mysql-defaults-file",
+                &cnf,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        maria.drop(&[&db]);
+    }
+    if let Some(pg) = Pg::new() {
+        let mut cmd = env.std_cmd();
+        cmd.envs(pg.env())
+            .args(["backup", "--postgres", "postgres"]);
+        ok(cmd.output().unwrap());
+        let mut cmd = env.std_cmd();
+        cmd.envs(pg.env())
+            .args(["restore-db", "latest", "_globals"]);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    }
+}
+
+#[test]
+fn a_database_whose_name_starts_with_an_underscore_could_not_be_restored() {
+    let Some(maria) = Maria::new() else { return };
+    let env = Env::new();
+    env.init();
+    let cnf = maria.option_file(env.dir.path(), "root", None);
+    let (db, copy) = (unique("_lead"), unique("leadcopy"));
+    maria.sql(&format!(
+        "CREATE DATABASE {db}; CREATE TABLE {db}.t (x INT); INSERT INTO {db}.t VALUES (7);"
+    ));
+    env.backup(&["--mysql", &db, "--mysql-defaults-file", &cnf]);
+    let out = env
+        .cmd()
+        .args([
+            "restore-db",
+            "latest",
+            &db,
+            "--as",
+            &copy,
+            "--create",
+            "--mysql-defaults-file",
+            &cnf,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(maria.sql(&format!("SELECT x FROM {copy}.t")).trim(), "7");
+    maria.drop(&[&db, &copy]);
 }

@@ -407,7 +407,263 @@ fn forget_keeps_the_last_snapshot_of_each_source_apart() {
         kept.contains(&"stream:mysql.sql".to_string())
             && kept.contains(&"stream:pg.sql".to_string())
     );
-    assert_eq!(dump(&env, "mysql.sql"), b"m2");
+    let got = run(
+        &env,
+        &["dump", "latest", "mysql.sql", "--path", "mysql.sql"],
+    );
+    assert_eq!(got.stdout, b"m2");
     let got = run(&env, &["dump", "latest", "pg.sql", "--path", "pg.sql"]);
     assert_eq!(got.stdout, b"p2");
+}
+
+// Found by attacking streams (2026-11-30): each test is named after its
+// defect and was seen failing before the fix.
+
+#[test]
+fn stream_names_a_and_a_dot_x_and_a_slash_b_were_saved_as_an_unrestorable_snapshot() {
+    let env = Env::new();
+    env.init();
+    let out = run(
+        &env,
+        &[
+            "backup",
+            "--command",
+            "a=echo 1",
+            "--command",
+            "a.x=echo 2",
+            "--command",
+            "a/b=echo 3",
+        ],
+    );
+    expect(&out, 2, "two streams would be stored");
+    assert!(env.snapshots().is_empty());
+}
+
+#[test]
+fn a_password_command_swallowed_the_stdin_stream() {
+    let env = Env::new();
+    env.init();
+    let mut child = env
+        .std_cmd()
+        .env_remove("STRATA_PASSWORD")
+        .args([
+            "backup",
+            "--password-command",
+            "cat > /dev/null; echo test-password",
+            "--stdin",
+            "--stdin-filename",
+            "data.txt",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"line1\nline2\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(dump(&env, "data.txt"), b"line1\nline2\n");
+}
+
+#[test]
+fn client_options_abbreviating_password_were_accepted() {
+    let env = Env::new();
+    env.init();
+    let dir = env.path("d");
+    write(&dir.join("f"), b"f");
+    let dir = dir.to_str().unwrap();
+    for opt in [
+        "--mysql-option=--pass=secret",
+        "--mysql-option=--passwo=secret",
+        "--mysql-option=--loose-password=secret",
+        "--mysql-option=-Bpsecret",
+    ] {
+        let out = run(&env, &["backup", dir, "--mysql", "all", opt]);
+        expect(&out, 2, "is refused");
+    }
+    for opt in [
+        "--postgres-option=--dbname=postgresql://u:secret@/db",
+        "--postgres-option=--pass",
+        "--postgres-option=-d",
+    ] {
+        let out = run(&env, &["backup", dir, "--postgres", "all", opt]);
+        expect(&out, 2, "is refused");
+    }
+    assert!(env.snapshots().is_empty());
+}
+
+/// A backup that must end within `secs` seconds: its exit status.
+fn finishes_within(env: &Env, args: &[&str], secs: u64) -> std::process::ExitStatus {
+    let mut child = env
+        .std_cmd()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{args:?} did not finish within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_command_whose_background_child_kept_stderr_or_stdout_open_hung_the_backup() {
+    let env = Env::new();
+    env.init();
+    let status = finishes_within(
+        &env,
+        &["backup", "--command", "bg2=echo hi; sleep 300 >/dev/null &"],
+        20,
+    );
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(dump(&env, "bg2"), b"hi\n");
+    let status = finishes_within(
+        &env,
+        &["backup", "--command", "bg1=echo hi; sleep 300 &"],
+        20,
+    );
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(dump(&env, "bg1"), b"hi\n");
+}
+
+#[test]
+fn an_interrupt_during_database_discovery_was_ignored() {
+    let env = Env::new();
+    env.init();
+    // A client that hangs, as one talking to a stuck server does.
+    let bin = env.path("bin");
+    let marker = env.path("client-pid");
+    write(
+        &bin.join("mariadb"),
+        format!(
+            "#!/bin/sh\necho $$ > {}\nexec sleep 120\n",
+            marker.display()
+        )
+        .as_bytes(),
+    );
+    std::fs::set_permissions(
+        bin.join("mariadb"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let mut child = env
+        .std_cmd()
+        .env("PATH", &path)
+        .args(["backup", "--mysql", "all"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_to_string(&marker).map_or(true, |s| s.trim().is_empty()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let client: i32 = std::fs::read_to_string(&marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "SIGTERM did not stop the backup"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(client), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{client}/stat"))
+            .is_ok_and(|s| s.contains(") Z "));
+    assert!(
+        !alive,
+        "the database client outlived the interrupted backup"
+    );
+}
+
+#[test]
+fn a_stream_name_part_over_255_bytes_was_saved_and_could_not_be_restored() {
+    let env = Env::new();
+    env.init();
+    let long = "x".repeat(300);
+    let out = run(
+        &env,
+        &[
+            "backup",
+            "--stdin-from-command",
+            "--stdin-filename",
+            &long,
+            "--",
+            "echo",
+            "a",
+        ],
+    );
+    expect(&out, 2, "255");
+    assert!(env.snapshots().is_empty());
+}
+
+#[test]
+fn backups_of_two_database_servers_shared_one_forget_group() {
+    let env = Env::new();
+    env.init();
+    let dir = env.path("d");
+    write(&dir.join("f"), b"f");
+    let dir = dir.to_str().unwrap();
+    // Two servers (nothing listens on these sockets: each backup is
+    // partial, which is enough to record its source).
+    for (time, socket) in [
+        (
+            "2026-01-01 10:00",
+            "--mysql-option=--socket=/nonexistent/a.sock",
+        ),
+        (
+            "2026-01-01 10:05",
+            "--mysql-option=--socket=/nonexistent/b.sock",
+        ),
+    ] {
+        let out = run(
+            &env,
+            &["backup", dir, "--time", time, "--mysql", "all", socket],
+        );
+        assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    }
+    let out = run(&env, &["forget", "--keep-last", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(
+        env.snapshots().len(),
+        2,
+        "one server's backups were forgotten"
+    );
+    // `--path mysql:all` still selects them.
+    let out = run(&env, &["snapshots", "--path", "mysql:all", "--json"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
 }

@@ -41,7 +41,13 @@ impl Filter {
                 || s.streams
                     .iter()
                     .any(|have| have == p.trim_start_matches('/'))
-                || s.sources.iter().any(|have| have == p)
+                || s.sources.iter().any(|have| {
+                    // `mysql:all` also names `mysql:all on --socket=…`.
+                    have == p
+                        || have
+                            .strip_prefix(p)
+                            .is_some_and(|on| on.starts_with(" on "))
+                })
         });
         let time_ok = self.before.is_none_or(|b| s.time <= b);
         host_ok && tags_ok && paths_ok && time_ok

@@ -220,6 +220,11 @@ fn options(args: &Args) -> Result<BackupOptions> {
         .map(String::from)
         .collect();
     let sources = sources(args)?;
+    if args.append_only.iter().any(|p| p.trim().is_empty()) {
+        bail!(strata_core::Error::invalid(
+            "--append-only needs a pattern (gitignore syntax, e.g. `Data.fs` or `*.mbox`)"
+        ));
+    }
     if args.paths.is_empty() && sources.is_empty() {
         bail!(strata_core::Error::invalid(
             "nothing to back up: give a path, --stdin, --stdin-from-command, --command, --mysql or --postgres"

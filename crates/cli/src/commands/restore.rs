@@ -143,7 +143,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     }
     if !s.incomplete.is_empty() && !global.json {
         errln!(
-            "{} could not be restored (damaged or missing data, or a write error); what was at their paths before is left as it was:",
+            "{} could not be restored (damaged or missing data, a write error, or an existing file left alone); what was at their paths before is left as it was:",
             strata_core::format::count(s.incomplete.len() as u64, "entry"),
         );
         for (path, error) in &s.incomplete {

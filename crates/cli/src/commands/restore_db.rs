@@ -62,6 +62,11 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     repo.load_index()?;
     let (id, snap) = strata_core::select::find(&repo, &args.snapshot, &args.filter.filter()?)?;
     let done = database::restore(&repo, &snap, &opts)?;
+    if !global.quiet {
+        for line in done.messages.lines().filter(|l| !l.trim().is_empty()) {
+            errln!("{}: {line}", done.server);
+        }
+    }
     if global.json {
         let mut v = serde_json::to_value(&done)?;
         v["message_type"] = "summary".into();

@@ -160,6 +160,8 @@ pub fn run(
     repo.load_index()?;
     let roots = top_level(&opts.paths, !opts.sources.is_empty())?;
     let (streams, source_failures) = expand_sources(&opts.sources);
+    // A stop asked while the databases were listed killed their clients.
+    crate::interrupt::check()?;
     let required: Vec<_> = streams
         .iter()
         .filter(|s| s.required)

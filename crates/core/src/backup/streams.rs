@@ -82,24 +82,36 @@ impl Stamp {
 /// Refuse stream names that collide with each other or with the names the
 /// backed-up paths get at the snapshot's top, before anything runs.
 pub(super) fn check_names(streams: &[Stream], top_names: &[Vec<u8>]) -> Result<()> {
-    let mut names: Vec<&StreamName> = streams.iter().map(|s| &s.name).collect();
-    names.sort();
-    for pair in names.windows(2) {
-        let (a, b) = (pair[0].as_str(), pair[1].as_str());
-        if a == b || b.strip_prefix(a).is_some_and(|rest| rest.starts_with('/')) {
-            return Err(Error::invalid(format!(
-                "two streams would be stored as {a:?} and {b:?}: give each its own name"
-            )));
+    // Every file a stream is, and every directory made for one: a name
+    // may be one or the other, once.
+    let mut files: std::collections::HashMap<&str, &str> = Default::default();
+    let mut dirs: std::collections::HashMap<&str, &str> = Default::default();
+    for stream in streams {
+        let name = stream.name.as_str();
+        let clash = |other: &str| {
+            Err(Error::invalid(format!(
+                "two streams would be stored as {other:?} and {name:?}: give each its own name"
+            )))
+        };
+        if let Some(other) = files.insert(name, name).or_else(|| dirs.get(name).copied()) {
+            return clash(other);
+        }
+        for (i, _) in name.match_indices('/') {
+            let dir = &name[..i];
+            if let Some(other) = files.get(dir) {
+                return clash(other);
+            }
+            dirs.entry(dir).or_insert(name);
         }
     }
-    if let Some(name) = names
+    if let Some(stream) = streams
         .iter()
-        .find(|n| top_names.iter().any(|t| t == n.top().as_bytes()))
+        .find(|s| top_names.iter().any(|t| t == s.name.top().as_bytes()))
     {
         return Err(Error::invalid(format!(
             "the stream {:?} would be stored in {:?}, where a backed-up path is stored: give the stream another name",
-            name.as_str(),
-            name.top()
+            stream.name.as_str(),
+            stream.name.top()
         )));
     }
     Ok(())
@@ -122,18 +134,8 @@ pub(super) fn save_all(
         let _ = tx.send(s);
     }
     drop(tx);
-    let done = std::sync::atomic::AtomicBool::new(false);
     let failed = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
-        // Commands block us in read(2): an interruption reaches them here.
-        scope.spawn(|| {
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                if crate::interrupt::requested() {
-                    command::stop_all();
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-        });
         let workers: Vec<_> = (0..jobs.max(1))
             .map(|_| {
                 let (rx, failed) = (rx.clone(), &failed);
@@ -170,7 +172,6 @@ pub(super) fn save_all(
                 }
             }
         }
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(e) = error {
             return Err(e);
         }
@@ -323,5 +324,8 @@ mod tests {
         assert!(check_names(&named(&["mysql", "mysql/a.sql"]), &[]).is_err());
         assert!(check_names(&named(&["mysql/a.sql"]), &[b"mysql".to_vec()]).is_err());
         assert!(check_names(&named(&["mysql-x/a.sql", "mysql"]), &[]).is_ok());
+        assert!(check_names(&named(&["a", "a.x", "a/b"]), &[]).is_err());
+        assert!(check_names(&named(&["a/b", "a.x", "a"]), &[]).is_err());
+        assert!(check_names(&named(&["a/b/c", "a/b"]), &[]).is_err());
     }
 }

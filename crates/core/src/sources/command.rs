@@ -10,11 +10,15 @@ use std::io::{self, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Mutex;
-use std::thread::JoinHandle;
 
 /// How much of a failed command's standard error its message keeps: the
 /// end, where the reason usually is.
 const STDERR_KEPT: usize = 4096;
+
+/// How long to wait for the standard error pipe to close once the command
+/// and its process group are gone (a daemon it started in a session of its
+/// own may hold it for ever).
+const STDERR_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A command to run: a program and its arguments, never through a shell
 /// unless it was given as one ([`CommandSpec::shell`]).
@@ -78,7 +82,10 @@ impl CommandSpec {
         let mut child = cmd.spawn()?;
         let pid = child.id() as i32;
         lock_running().push(pid);
+        watch_interrupts();
+        stop_group_after_leader(pid);
         let stderr = child.stderr.take().map(|mut err| {
+            let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
                 let mut tail = Vec::new();
                 let mut buf = [0u8; 8192];
@@ -91,8 +98,9 @@ impl CommandSpec {
                         tail.drain(..tail.len() - STDERR_KEPT);
                     }
                 }
-                tail
-            })
+                let _ = tx.send(tail);
+            });
+            rx
         });
         Ok(Running {
             stdout: child.stdout.take(),
@@ -135,6 +143,51 @@ fn lock_running() -> std::sync::MutexGuard<'static, Vec<i32>> {
     RUNNING.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Once a command has exited, give what it left in its process group a
+/// moment, then stop it: a background child (`sleep 300 &`) holding the
+/// standard output would otherwise keep us reading for ever.
+fn stop_group_after_leader(pid: i32) {
+    std::thread::spawn(move || {
+        // SAFETY: waitid(2) with WNOWAIT only waits for the exit of our own
+        // child, without reaping it; `info` is a local buffer.
+        let exited = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            ) == 0
+        };
+        if exited {
+            std::thread::sleep(LEFTOVER_GRACE);
+            let running = lock_running();
+            if running.contains(&pid) {
+                // SAFETY: kill(2) on a group we created and still own.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
+        }
+    });
+}
+
+/// How long what a command left running may go on after it exited.
+const LEFTOVER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Stop the running commands when the process is asked to stop: they may
+/// block us in a read (a dump, a client talking to a stuck server) where
+/// no interruption check is reached. One watcher for the process.
+fn watch_interrupts() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        std::thread::spawn(|| loop {
+            if crate::interrupt::requested() {
+                stop_all();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        });
+    });
+}
+
 /// Stop every command started by [`CommandSpec::spawn`] that still runs,
 /// with its pipeline.
 pub fn stop_all() {
@@ -149,7 +202,8 @@ pub struct Running {
     child: Child,
     stdout: Option<ChildStdout>,
     stdin: Option<ChildStdin>,
-    stderr: Option<JoinHandle<Vec<u8>>>,
+    /// The end of its standard error, once the pipe is closed.
+    stderr: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
     pid: i32,
 }
 
@@ -173,29 +227,47 @@ impl Running {
 
     /// Wait for the command; `Err` names how it failed, with the end of
     /// its standard error.
-    pub fn finish(mut self) -> Result<(), String> {
+    pub fn finish(self) -> Result<(), String> {
+        self.finish_with_stderr().0
+    }
+
+    /// Wait for the command: how it ended, and the end of what it wrote to
+    /// its standard error (warnings worth showing even on success).
+    pub fn finish_with_stderr(mut self) -> (Result<(), String>, String) {
         // Close our ends first: a command still writing gets SIGPIPE
         // instead of blocking forever on a pipe nobody reads, and one
         // reading sees the end of its input.
         drop(self.stdout.take());
         drop(self.stdin.take());
         let status = self.child.wait();
-        lock_running().retain(|&p| p != self.pid);
+        // The command is over: whatever it left running in its process
+        // group (`sleep 300 &`) goes too, or it would hold our pipes open.
+        {
+            let mut running = lock_running();
+            // SAFETY: kill(2) on the group we created; its leader is
+            // reaped but the group is ours until we forget it here.
+            unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+            running.retain(|&p| p != self.pid);
+        }
         let stderr = self
             .stderr
             .take()
-            .and_then(|h| h.join().ok())
+            .and_then(|rx| rx.recv_timeout(STDERR_WAIT).ok())
             .unwrap_or_default();
-        let status = status.map_err(|e| format!("cannot wait for the command: {e}"))?;
+        let text = String::from_utf8_lossy(&stderr).trim().to_string();
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => return (Err(format!("cannot wait for the command: {e}")), text),
+        };
         if status.success() {
-            return Ok(());
+            return (Ok(()), text);
         }
         let how = match (status.code(), status.signal()) {
             (Some(code), _) => format!("exited with status {code}"),
             (None, Some(sig)) => format!("was killed by signal {sig} ({})", signal_name(sig)),
             _ => "failed".to_string(),
         };
-        Err(with_stderr(how, &stderr))
+        (Err(with_stderr(how, &stderr)), text)
     }
 }
 

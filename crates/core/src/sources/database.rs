@@ -26,7 +26,7 @@ pub enum Databases {
 impl Databases {
     /// `all`, or names separated by commas.
     pub fn parse(text: &str) -> Result<Databases> {
-        if text.trim() == "all" {
+        if text.trim().eq_ignore_ascii_case("all") {
             return Ok(Databases::All);
         }
         let names: Vec<String> = text
@@ -90,15 +90,31 @@ pub(super) fn find_program(names: &[&str]) -> Option<PathBuf> {
 }
 
 /// Refuse client options that would put a password on a command line
-/// (`ps` shows it to every user) or make the client wait at a prompt.
+/// (`ps` shows it to every user) or make the client wait at a prompt: the
+/// long options in `refused`, also abbreviated (clients take any unique
+/// prefix of three letters or more) or with MySQL's `loose-` prefix, any
+/// option mentioning a password (a connection string), and short options,
+/// whose bundles (`-Bpsecret`) cannot be told apart without each client's
+/// option table: the long forms (`--host=…`) are asked for instead.
 pub(super) fn check_options(options: &[String], refused: &[&str], instead: &str) -> Result<()> {
     for opt in options {
-        let name = opt.split('=').next().unwrap_or(opt);
-        let short = |flag: &str| flag.len() == 2 && name.starts_with(flag);
-        if refused.iter().any(|r| *r == name || short(r)) {
-            return Err(Error::invalid(format!(
-                "the client option {opt:?} is refused: {instead}"
-            )));
+        let refuse = |why: &str| {
+            Err(Error::invalid(format!(
+                "the client option {opt:?} is refused: {why}"
+            )))
+        };
+        let Some(long) = opt.strip_prefix("--") else {
+            if opt.starts_with('-') {
+                return refuse("give client options in their long form (--host=…, --socket=…, --port=…, --user=…)");
+            }
+            return refuse("client options begin with `--` (--host=…, --socket=…)");
+        };
+        let name = long.split('=').next().unwrap_or(long);
+        let name = name.strip_prefix("loose-").unwrap_or(name);
+        let abbreviates = |r: &&str| name.len() >= 3 && r.starts_with(name);
+        let lower = opt.to_ascii_lowercase();
+        if refused.iter().any(abbreviates) || lower.contains("password") || lower.contains("://") {
+            return refuse(instead);
         }
     }
     Ok(())
@@ -130,6 +146,19 @@ pub struct RestoredDatabase {
     pub database: String,
     pub created: bool,
     pub bytes: u64,
+    /// What the client said on its standard error although it succeeded
+    /// (restoring roles that exist already, say).
+    pub messages: String,
+}
+
+/// The server-wide files: users and grants of MySQL, roles and tablespaces
+/// of PostgreSQL. Any other name is a database's.
+fn server_wide(name: &str) -> Option<Server> {
+    match name {
+        "_grants" => Some(Server::Mysql),
+        "_globals" => Some(Server::Postgres),
+        _ => None,
+    }
 }
 
 /// Pipe one database's dump from `snap` into the server's client.
@@ -138,8 +167,22 @@ pub fn restore(
     snap: &Snapshot,
     opts: &RestoreOptions,
 ) -> Result<RestoredDatabase> {
+    let server_wide = server_wide(&opts.database).is_some();
+    if server_wide && (opts.target.is_some() || opts.create) {
+        return Err(Error::invalid(format!(
+            "{} is the server's own ({}): --as and --create do not apply to it",
+            opts.database,
+            if opts.database == "_grants" {
+                "users and grants"
+            } else {
+                "roles and tablespaces"
+            }
+        )));
+    }
+    if opts.target.as_deref().is_some_and(str::is_empty) || opts.database.is_empty() {
+        return Err(Error::invalid("a database name cannot be empty"));
+    }
     let (server, path, node) = find_dump(repo, snap, opts)?;
-    let server_wide = opts.database.starts_with('_');
     let target = opts.target.clone().unwrap_or_else(|| opts.database.clone());
     let client = match server {
         Server::Mysql => opts
@@ -159,13 +202,14 @@ pub fn restore(
         })?;
     }
     crate::interrupt::listen();
-    let bytes = feed(repo.file_reader(&node), &client)?;
+    let (bytes, messages) = feed(repo.file_reader(&node), &client)?;
     Ok(RestoredDatabase {
         server: server.dir(),
         path,
         database: target,
         created: opts.create && !server_wide,
         bytes,
+        messages,
     })
 }
 
@@ -175,15 +219,17 @@ fn find_dump(
     snap: &Snapshot,
     opts: &RestoreOptions,
 ) -> Result<(Server, String, crate::format::tree::Node)> {
-    let file = if opts.database.starts_with('_') {
-        format!("{}.sql", opts.database)
-    } else {
-        file_name(&opts.database)
+    let (file, servers) = match server_wide(&opts.database) {
+        Some(only) => (format!("{}.sql", opts.database), vec![only]),
+        None => (
+            file_name(&opts.database),
+            vec![Server::Mysql, Server::Postgres],
+        ),
     };
-    let servers = match opts.server {
-        Some(s) => vec![s],
-        None => vec![Server::Mysql, Server::Postgres],
-    };
+    let servers: Vec<Server> = servers
+        .into_iter()
+        .filter(|s| opts.server.is_none_or(|want| want == *s))
+        .collect();
     let mut found = Vec::new();
     for server in servers {
         let path = format!("{}/{file}", server.dir());
@@ -202,6 +248,7 @@ fn find_dump(
                 opts.database,
                 match opts.server {
                     Some(s) => format!("{}/{file}", s.dir()),
+                    None if server_wide(&opts.database).is_some() => file.clone(),
                     None => format!("mysql/{file} and postgresql/{file}"),
                 }
             ),
@@ -214,8 +261,9 @@ fn find_dump(
 }
 
 /// Copy `reader` into the standard input of `client`; the client's
-/// failure (with its standard error) is the restore's.
-fn feed(mut reader: impl Read, client: &CommandSpec) -> Result<u64> {
+/// failure (with its standard error) is the restore's. Returns the bytes
+/// fed and what the client said on its standard error.
+fn feed(mut reader: impl Read, client: &CommandSpec) -> Result<(u64, String)> {
     let mut running = client.spawn_feeding().map_err(|e| {
         Error::command(format!(
             "cannot run {}: {e}",
@@ -251,10 +299,10 @@ fn feed(mut reader: impl Read, client: &CommandSpec) -> Result<u64> {
         // Never let the client see a cut dump as a complete one.
         running.kill();
     }
-    let finished = running.finish();
+    let (finished, messages) = running.finish_with_stderr();
     copied?;
     finished.map_err(|e| Error::command(format!("`{client}` {e}")))?;
-    Ok(total)
+    Ok((total, messages))
 }
 
 /// Connection arguments shared by every call of a client.
@@ -287,10 +335,29 @@ mod tests {
 
     #[test]
     fn passwords_on_command_lines_are_refused() {
-        let refused = ["--password", "-p"];
-        assert!(check_options(&["--password=x".into()], &refused, "").is_err());
-        assert!(check_options(&["-psecret".into()], &refused, "").is_err());
-        assert!(check_options(&["--port=3307".into()], &refused, "").is_ok());
-        assert!(check_options(&["--socket=/s".into()], &refused, "").is_ok());
+        let refused = ["password"];
+        for bad in [
+            "--password=x",
+            "--pass=x",
+            "--passwo",
+            "--loose-password=x",
+            "-psecret",
+            "-Bpsecret",
+            "--init-command=SET PASSWORD = 'x'",
+            "--dbname=postgresql://u:x@/db",
+        ] {
+            assert!(check_options(&[bad.into()], &refused, "").is_err(), "{bad}");
+        }
+        for good in [
+            "--port=3307",
+            "--socket=/s",
+            "--host=db.example",
+            "--user=backup",
+        ] {
+            assert!(
+                check_options(&[good.into()], &refused, "").is_ok(),
+                "{good}"
+            );
+        }
     }
 }

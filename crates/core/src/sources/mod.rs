@@ -54,17 +54,28 @@ pub enum Source {
 
 impl Source {
     /// How the source is recorded in the snapshot (`mysql:all`,
-    /// `postgresql:shop,crm`, `stream:ldap/export.ldif`): snapshots of the
-    /// same sources form a group for `forget` and are each other's parents.
+    /// `postgresql:shop,crm on --host=db2`, `stream:ldap/export.ldif`):
+    /// snapshots of the same sources form a group for `forget` and are
+    /// each other's parents, so the server a database source connects to
+    /// is part of it when it is not the default one.
     pub fn label(&self) -> String {
         let dbs = |d: &Databases| match d {
             Databases::All => "all".to_string(),
             Databases::Only(names) => names.join(","),
         };
+        let on = |server: Vec<String>| {
+            if server.is_empty() {
+                String::new()
+            } else {
+                format!(" on {}", server.join(" "))
+            }
+        };
         match self {
             Source::Stream(s) => format!("stream:{}", s.name),
-            Source::Mysql(o) => format!("mysql:{}", dbs(&o.databases)),
-            Source::Postgres(o) => format!("postgresql:{}", dbs(&o.databases)),
+            Source::Mysql(o) => format!("mysql:{}{}", dbs(&o.databases), on(o.server())),
+            Source::Postgres(o) => {
+                format!("postgresql:{}{}", dbs(&o.databases), on(o.server()))
+            }
         }
     }
 
@@ -80,6 +91,10 @@ impl Source {
     }
 }
 
+/// The longest file name Linux filesystems take: a longer one could be
+/// backed up but never restored.
+const NAME_MAX: usize = 255;
+
 /// A path inside the snapshot where a stream is stored: relative,
 /// components separated by `/`, each a valid file name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -90,11 +105,15 @@ impl StreamName {
     /// components, `.`, `..` and NUL.
     pub fn parse(text: &str) -> Result<StreamName> {
         let trimmed = text.trim_start_matches('/');
-        let ok = !trimmed.is_empty() && trimmed.split('/').all(|c| Node::valid_name(c.as_bytes()));
+        let ok = !trimmed.is_empty()
+            && trimmed
+                .split('/')
+                .all(|c| Node::valid_name(c.as_bytes()) && c.len() <= NAME_MAX);
         if !ok {
             return Err(Error::invalid(format!(
-                "{text:?} is not a usable stream name: give a relative path like `db.sql` or `mysql/shop.sql` \
-                 (no empty components, `.`, `..` or trailing `/`)"
+                "{text:?} is not a usable stream name: give a path like `db.sql` or `mysql/shop.sql` \
+                 (a leading `/` is dropped; no empty components, `.`, `..` or trailing `/`; \
+                 each component at most 255 bytes)"
             )));
         }
         Ok(StreamName(trimmed.to_string()))

@@ -58,7 +58,7 @@ impl Options {
     pub fn check(&self) -> Result<()> {
         check_options(
             &self.options,
-            &["--password", "-p"],
+            &["password"],
             "a password on a command line is visible to every user through `ps`; \
              put it in an option file (`~/.my.cnf`, or --mysql-defaults-file FILE with `[client] password=…`)",
         )
@@ -131,10 +131,12 @@ impl Options {
         CommandSpec::new(self.program(&["mariadb-dump", "mysqldump"]), args)
     }
 
-    /// Users and grants as SQL (`CREATE USER`, `GRANT`), MariaDB 10.5+.
+    /// Users and grants as SQL, MariaDB 10.5+: `CREATE USER IF NOT
+    /// EXISTS` (`--insert-ignore`), so that restoring them into a server
+    /// that has some of the users (every server has `root`) works.
     fn grants_command(&self) -> CommandSpec {
         let mut args = self.connection();
-        args.extend(["--system=users", "--skip-dump-date"].map(OsString::from));
+        args.extend(["--system=users", "--insert-ignore", "--skip-dump-date"].map(OsString::from));
         CommandSpec::new(self.program(&["mariadb-dump", "mysqldump"]), args)
     }
 
@@ -155,6 +157,18 @@ impl Options {
         let quoted = database.replace('`', "``");
         args.push(format!("--execute=CREATE DATABASE `{quoted}`").into());
         Ok(CommandSpec::new(self.program(&["mariadb", "mysql"]), args))
+    }
+
+    /// What names the server, when it is not the default one: the option
+    /// file and the options.
+    pub(super) fn server(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .defaults_file
+            .iter()
+            .map(|f| format!("--defaults-file={}", f.display()))
+            .collect();
+        out.extend(self.options.iter().cloned());
+        out
     }
 
     /// `--defaults-file` must come first on a MySQL client's command line.

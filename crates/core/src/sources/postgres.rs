@@ -38,8 +38,9 @@ impl Options {
     pub fn check(&self) -> Result<()> {
         check_options(
             &self.options,
-            &["--password", "-W"],
-            "a backup cannot wait at a password prompt; put the password in ~/.pgpass or the file PGPASSFILE names",
+            &["password", "dbname"],
+            "the databases come from --postgres, and a password belongs in ~/.pgpass or the file PGPASSFILE names \
+             (command lines are visible to every user through `ps`, and a backup cannot wait at a prompt)",
         )
     }
 
@@ -113,20 +114,18 @@ impl Options {
         CommandSpec::new(program(&["pg_dump"]), args)
     }
 
-    /// `psql` reading a dump in one transaction that stops at the first
-    /// error: a dump that fails restores nothing.
+    /// `psql` reading a database's dump in one transaction that stops at
+    /// the first error: a dump that fails restores nothing. The globals
+    /// (`database` `None`) are read statement by statement: they always
+    /// create the role restoring them, which exists, and PostgreSQL's own
+    /// advice is to let that one fail.
     pub fn restore_command(&self, database: Option<&String>) -> Result<CommandSpec> {
         self.check()?;
         let mut args = self.connection();
-        args.extend(
-            [
-                "--no-psqlrc",
-                "--quiet",
-                "--single-transaction",
-                "--set=ON_ERROR_STOP=1",
-            ]
-            .map(OsString::from),
-        );
+        args.extend(["--no-psqlrc", "--quiet"].map(OsString::from));
+        if database.is_some() {
+            args.extend(["--single-transaction", "--set=ON_ERROR_STOP=1"].map(OsString::from));
+        }
         let db = database.map_or("postgres", String::as_str);
         args.push(format!("--dbname={}", conninfo(db)).into());
         Ok(CommandSpec::new(program(&["psql"]), args))
@@ -138,6 +137,17 @@ impl Options {
         args.push("--".into());
         args.push(database.into());
         Ok(CommandSpec::new(program(&["createdb"]), args))
+    }
+
+    /// What names the server, when it is not the default one: libpq's
+    /// connection variables that are set, and the options.
+    pub(super) fn server(&self) -> Vec<String> {
+        let mut out: Vec<String> = ["PGSERVICE", "PGHOST", "PGHOSTADDR", "PGPORT"]
+            .iter()
+            .filter_map(|v| Some(format!("{v}={}", std::env::var(v).ok()?)))
+            .collect();
+        out.extend(self.options.iter().cloned());
+        out
     }
 
     fn connection(&self) -> Vec<OsString> {
