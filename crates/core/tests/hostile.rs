@@ -113,3 +113,48 @@ fn names_that_climb_out_of_the_target_are_refused() {
         );
     }
 }
+
+/// Found by attacking streams (2026-11-30): a backup stored a root tree
+/// with a file and a directory of the same name, restore refused it, and
+/// `check --read-data` said there were no errors.
+#[test]
+fn check_passed_a_snapshot_whose_tree_has_duplicate_names() {
+    let (repo, saver) = repo();
+    let data = saver.save(BlobKind::Data, b"1\n").unwrap().id;
+    let mut file = node(b"a", NodeKind::File);
+    file.size = 2;
+    file.content = Some(vec![data]);
+    let inner = save_tree(&saver, vec![]);
+    let mut dir = node(b"a", NodeKind::Dir);
+    dir.subtree = Some(inner);
+    let root = save_tree(&saver, vec![file, dir]);
+    saver.finish().unwrap();
+    let snapshot = strata_core::format::snapshot::Snapshot {
+        version: 1,
+        time: jiff::Timestamp::UNIX_EPOCH,
+        tree: root,
+        paths: vec!["/a".into()],
+        streams: vec![],
+        sources: vec![],
+        hostname: "h".into(),
+        username: "u".into(),
+        uid: 0,
+        gid: 0,
+        tags: vec![],
+        parent: None,
+        original: None,
+        partial: false,
+        summary: None,
+        program_version: "test".into(),
+    };
+    repo.save_snapshot(&snapshot).unwrap();
+    let report = strata_core::check::run(&repo, &Default::default()).unwrap();
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.contains("duplicate or unsorted names")),
+        "{:?}",
+        report.errors
+    );
+}

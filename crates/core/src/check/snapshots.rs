@@ -83,6 +83,15 @@ impl Trees {
             match repo.load_tree(&id) {
                 Ok(tree) => {
                     report.trees += 1;
+                    if !tree.names_in_order() {
+                        info.damage.push(Damage {
+                            entry: None,
+                            message: format!(
+                                "tree {} has duplicate or unsorted names: restore refuses it",
+                                id.short()
+                            ),
+                        });
+                    }
                     let index = repo.index();
                     for node in &tree.nodes {
                         info.damage.extend(entry_damage(node, &index, lost_packs));

@@ -83,6 +83,16 @@ pub struct Node {
     pub xattrs: Vec<Xattr>,
 }
 
+impl Tree {
+    /// Whether the names are strictly increasing: sorted, each once. A
+    /// tree that is not could make a second entry of a name replace a
+    /// directory already restored into (restore refuses it, check reports
+    /// it).
+    pub fn names_in_order(&self) -> bool {
+        self.nodes.windows(2).all(|w| w[0].name < w[1].name)
+    }
+}
+
 impl Node {
     /// Whether `name` is safe to create inside a directory.
     pub fn valid_name(name: &[u8]) -> bool {

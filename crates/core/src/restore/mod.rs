@@ -187,13 +187,13 @@ fn resolve_subpath(
         .filter(|p| !p.is_empty())
         .collect();
     if parts.is_empty() {
-        let nodes = repo.load_tree(&tree)?.nodes;
-        if !nodes.windows(2).all(|w| w[0].name < w[1].name) {
+        let root = repo.load_tree(&tree)?;
+        if !root.names_in_order() {
             return Err(Error::corrupted(
                 "refusing to restore: the snapshot's root tree has duplicate or unsorted names",
             ));
         }
-        return Ok((nodes, PathBuf::from("/")));
+        return Ok((root.nodes, PathBuf::from("/")));
     }
     let sub = crate::format::quote_bytes(subpath.unwrap_or_default());
     let node = repo
@@ -280,7 +280,7 @@ fn collect(
                 // Names must be strictly increasing, so unique: a second entry
                 // of the same name could replace a directory by a symlink
                 // after files were created in it.
-                if !t.nodes.windows(2).all(|w| w[0].name < w[1].name) {
+                if !t.names_in_order() {
                     return Err(Error::corrupted(format!(
                         "refusing to restore {}: its tree has duplicate or unsorted names",
                         snap_path.display()

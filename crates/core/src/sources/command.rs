@@ -162,12 +162,21 @@ fn stop_group_after_leader(pid: i32) {
         if exited {
             std::thread::sleep(LEFTOVER_GRACE);
             let running = lock_running();
-            if running.contains(&pid) {
-                // SAFETY: kill(2) on a group we created and still own.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            // Still not finished: its output is still open, held by what
+            // it left behind. SAFETY: kill(2) on a group we own.
+            if running.contains(&pid) && unsafe { libc::kill(-pid, libc::SIGKILL) } == 0 {
+                lock_cut().push(pid);
             }
         }
     });
+}
+
+/// Commands whose output [`stop_group_after_leader`] cut short by stopping
+/// what held it open: their output is not complete.
+static CUT: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn lock_cut() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    CUT.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// How long what a command left running may go on after it exited.
@@ -259,6 +268,22 @@ impl Running {
             Ok(s) => s,
             Err(e) => return (Err(format!("cannot wait for the command: {e}")), text),
         };
+        let cut = {
+            let mut cut = lock_cut();
+            let was = cut.contains(&self.pid);
+            cut.retain(|&p| p != self.pid);
+            was
+        };
+        if cut {
+            return (
+                Err(format!(
+                    "exited, but left processes running that kept its output open; they were stopped {} s later, \
+                     so what they would still have written is missing (redirect the output of background commands)",
+                    LEFTOVER_GRACE.as_secs()
+                )),
+                text,
+            );
+        }
         if status.success() {
             return (Ok(()), text);
         }
