@@ -240,11 +240,7 @@ fn an_interrupted_backup_stops_its_commands_and_saves_no_snapshot() {
         .trim()
         .parse()
         .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    send(&child, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
     assert!(env.snapshots().is_empty());
@@ -470,31 +466,76 @@ fn a_password_command_swallowed_the_stdin_stream() {
     assert_eq!(dump(&env, "data.txt"), b"line1\nline2\n");
 }
 
+fn send(child: &std::process::Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+}
+
+/// What `child` gave, if it ends within `secs` seconds (else the test fails).
+fn ends_within(mut child: std::process::Child, secs: u64) -> Output {
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed().as_secs() >= secs {
+            let _ = child.kill();
+            panic!("still running after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A PATH on which `name` is a script with `body`, ahead of the real one.
+fn path_with_fake(env: &Env, name: &str, body: &str) -> String {
+    let bin = env.path("bin");
+    write(&bin.join(name), format!("#!/bin/sh\n{body}\n").as_bytes());
+    std::fs::set_permissions(
+        bin.join(name),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())
+}
+
+/// A directory with one file, to back up beside a source.
+fn some_dir(env: &Env) -> String {
+    let dir = env.path("d");
+    write(&dir.join("f"), b"f");
+    dir.to_str().unwrap().to_string()
+}
+
+/// Each client option is refused (exit 2) for `source` (`--mysql`…),
+/// before anything is written.
+fn refused(env: &Env, source: &str, options: &[&str]) {
+    let dir = some_dir(env);
+    for opt in options {
+        let out = run(env, &["backup", &dir, source, "all", opt]);
+        expect(&out, 2, "is refused");
+    }
+    assert!(env.snapshots().is_empty());
+}
+
 #[test]
 fn client_options_abbreviating_password_were_accepted() {
     let env = Env::new();
     env.init();
-    let dir = env.path("d");
-    write(&dir.join("f"), b"f");
-    let dir = dir.to_str().unwrap();
-    for opt in [
-        "--mysql-option=--pass=secret",
-        "--mysql-option=--passwo=secret",
-        "--mysql-option=--loose-password=secret",
-        "--mysql-option=-Bpsecret",
-    ] {
-        let out = run(&env, &["backup", dir, "--mysql", "all", opt]);
-        expect(&out, 2, "is refused");
-    }
-    for opt in [
-        "--postgres-option=--dbname=postgresql://u:secret@/db",
-        "--postgres-option=--pass",
-        "--postgres-option=-d",
-    ] {
-        let out = run(&env, &["backup", dir, "--postgres", "all", opt]);
-        expect(&out, 2, "is refused");
-    }
-    assert!(env.snapshots().is_empty());
+    refused(
+        &env,
+        "--mysql",
+        &[
+            "--mysql-option=--pass=secret",
+            "--mysql-option=--passwo=secret",
+            "--mysql-option=--loose-password=secret",
+            "--mysql-option=-Bpsecret",
+        ],
+    );
+    refused(
+        &env,
+        "--postgres",
+        &[
+            "--postgres-option=--dbname=postgresql://u:secret@/db",
+            "--postgres-option=--pass",
+            "--postgres-option=-d",
+        ],
+    );
 }
 
 /// A backup that must end within `secs` seconds: its exit status.
@@ -549,23 +590,13 @@ fn an_interrupt_during_database_discovery_was_ignored() {
     let env = Env::new();
     env.init();
     // A client that hangs, as one talking to a stuck server does.
-    let bin = env.path("bin");
     let marker = env.path("client-pid");
-    write(
-        &bin.join("mariadb"),
-        format!(
-            "#!/bin/sh\necho $$ > {}\nexec sleep 120\n",
-            marker.display()
-        )
-        .as_bytes(),
+    let path = path_with_fake(
+        &env,
+        "mariadb",
+        &format!("echo $$ > {}\nexec sleep 120", marker.display()),
     );
-    std::fs::set_permissions(
-        bin.join("mariadb"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let mut child = env
+    let child = env
         .std_cmd()
         .env("PATH", &path)
         .args(["backup", "--mysql", "all"])
@@ -586,23 +617,8 @@ fn an_interrupt_during_database_discovery_was_ignored() {
         .trim()
         .parse()
         .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let started = std::time::Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        assert!(
-            started.elapsed().as_secs() < 10,
-            "SIGTERM did not stop the backup"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
+    send(&child, nix::sys::signal::Signal::SIGTERM);
+    let out = ends_within(child, 10);
     assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
     std::thread::sleep(std::time::Duration::from_millis(200));
     let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(client), None).is_ok()
@@ -671,4 +687,187 @@ fn backups_of_two_database_servers_shared_one_forget_group() {
     let out = run(&env, &["snapshots", "--path", "mysql:all", "--json"]);
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2);
+}
+
+// Found by the second attack on streams (2026-11-30).
+
+#[test]
+fn password_options_in_other_cases_and_two_letter_abbreviations_were_accepted() {
+    let env = Env::new();
+    env.init();
+    refused(
+        &env,
+        "--mysql",
+        &[
+            "--mysql-option=--pa=sekrit",
+            "--mysql-option=--Pa=sekrit",
+            "--mysql-option=--PAS=sekrit",
+            "--mysql-option=--maximum-pas=sekrit",
+            "--mysql-option=--loose_pa=sekrit",
+            "--mysql-option=--loose-PAS=sekrit",
+            "--mysql-option=--pa",
+        ],
+    );
+    refused(&env, "--postgres", &["--postgres-option=--pa"]);
+}
+
+#[test]
+fn output_a_background_child_was_still_writing_was_cut_and_saved_as_complete() {
+    let env = Env::new();
+    env.init();
+    let out = run(
+        &env,
+        &["backup", "--command", "z=seq 1 2000000 & echo start"],
+    );
+    let stderr = stderr_of(&out);
+    match out.status.code() {
+        // Read to the end: all of it.
+        Some(0) => {
+            let got = dump(&env, "z");
+            let mut want = b"start\n".to_vec();
+            want.extend(
+                (1..=2_000_000)
+                    .map(|i| format!("{i}\n"))
+                    .collect::<String>()
+                    .bytes(),
+            );
+            let mut sorted_got: Vec<&[u8]> = got.split(|&b| b == b'\n').collect();
+            let mut sorted_want: Vec<&[u8]> = want.split(|&b| b == b'\n').collect();
+            sorted_got.sort();
+            sorted_want.sort();
+            assert!(
+                sorted_got == sorted_want,
+                "stored {} bytes of {}",
+                got.len(),
+                want.len()
+            );
+        }
+        // Or not saved, and said.
+        _ => panic!("{stderr}"),
+    }
+    // Nothing written for a while after the command exited: stopped, and
+    // the output is not saved as if it were complete.
+    let out = run(
+        &env,
+        &[
+            "backup",
+            "--stdin-from-command",
+            "--",
+            "sh",
+            "-c",
+            "(sleep 3; echo late) & echo early",
+        ],
+    );
+    expect(&out, 1, "kept its output open");
+    assert!(env.snapshots().len() == 1);
+}
+
+#[test]
+fn a_detached_child_holding_the_output_hung_the_backup_past_sigterm() {
+    let env = Env::new();
+    env.init();
+    let dir = env.path("d");
+    write(&dir.join("f"), b"f");
+    let dir = dir.to_str().unwrap();
+    // Out of the command's process group: only the idle output tells.
+    let args = ["backup", dir, "--command", "x=setsid sleep 300 & echo hi"];
+    assert_eq!(finishes_within(&env, &args, 20).code(), Some(3));
+    let child = env
+        .std_cmd()
+        .args([
+            "backup",
+            dir,
+            "--command",
+            "y=setsid sleep 300 & while true; do sleep 1; done",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    send(&child, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(ends_within(child, 10).status.code(), Some(130));
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", "setsid sleep 300"])
+        .status();
+    let _ = std::process::Command::new("pkill")
+        .args(["-x", "-f", "sleep 300"])
+        .status();
+}
+
+#[test]
+fn a_relative_defaults_file_put_two_servers_in_one_forget_group() {
+    let env = Env::new();
+    env.init();
+    let dir = env.path("d");
+    write(&dir.join("f"), b"f");
+    for (time, sub) in [("2026-01-01 10:00", "s1"), ("2026-01-01 10:05", "s2")] {
+        let cwd = env.path(sub);
+        write(
+            &cwd.join("my.cnf"),
+            format!("[client]\nsocket=/nonexistent/{sub}.sock\n").as_bytes(),
+        );
+        let out = env
+            .cmd()
+            .current_dir(&cwd)
+            .args([
+                "backup",
+                dir.to_str().unwrap(),
+                "--time",
+                time,
+                "--mysql",
+                "all",
+                "--mysql-defaults-file",
+                "my.cnf",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    }
+    let out = run(&env, &["forget", "--keep-last", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(env.snapshots().len(), 2);
+}
+
+#[test]
+fn a_small_grown_append_only_file_was_read_more_than_once_over() {
+    let env = Env::new();
+    env.init();
+    let dir = env.path("zodb");
+    let file = dir.join("Data.fs");
+    write(&file, &pseudo_random(5 << 20, 3));
+    env.backup(&[dir.to_str().unwrap(), "--append-only", "Data.fs"]);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
+    f.write_all(&pseudo_random(1 << 20, 4)).unwrap();
+    drop(f);
+    let second = env.backup(&[dir.to_str().unwrap(), "--append-only", "Data.fs"]);
+    let read = second["summary"]["bytes_read"].as_u64().unwrap();
+    assert!(read <= 6 << 20, "read {read} bytes of a 6 MiB file");
+}
+
+#[test]
+fn an_interrupted_restore_db_with_a_blocked_client_exited_1_instead_of_130() {
+    let env = Env::new();
+    env.init();
+    let out = run(
+        &env,
+        &["backup", "--command", "mysql/shop.sql=seq 1 100000"],
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let path = path_with_fake(&env, "mariadb", "exec sleep 120");
+    let child = env
+        .std_cmd()
+        .env("PATH", &path)
+        .args(["restore-db", "latest", "shop"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    send(&child, nix::sys::signal::Signal::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
 }

@@ -226,9 +226,9 @@ fn print_plan(
         outln!(
             "{}: keep {}, forget {}",
             if p.key.is_empty() {
-                "all snapshots"
+                "all snapshots".to_string()
             } else {
-                &p.key
+                strata_core::format::quote_bytes(p.key.as_bytes())
             },
             p.keep.len(),
             p.remove.len()

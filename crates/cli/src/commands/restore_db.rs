@@ -73,14 +73,21 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         v["snapshot_id"] = id.to_hex().into();
         outln!("{v}");
     } else if !global.quiet {
+        let into = if done.server_wide {
+            format!("the {} server", done.server)
+        } else {
+            format!(
+                "{} database {:?}{}",
+                done.server,
+                done.database,
+                if done.created { " (created)" } else { "" }
+            )
+        };
         outln!(
-            "restored {} ({}) from snapshot {} into {} database {:?}{}",
+            "restored {} ({}) from snapshot {} into {into}",
             done.path,
             crate::output::bytes(done.bytes),
             id.short(),
-            done.server,
-            done.database,
-            if done.created { " (created)" } else { "" }
         );
     }
     Ok(crate::exit::OK)

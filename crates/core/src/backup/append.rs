@@ -81,6 +81,14 @@ impl AppendPlan {
         })
     }
 
+    /// What reading the file of `new_size` bytes this way costs: the
+    /// verified chunks and the tail from the restart (they overlap in the
+    /// old last chunk, counted twice as it is read twice).
+    pub(super) fn cost(&self, new_size: u64) -> u64 {
+        let verified: u64 = self.to_verify().iter().map(|&i| self.old[i].1).sum();
+        verified + new_size.saturating_sub(self.restart)
+    }
+
     pub(super) fn restart(&self) -> u64 {
         self.restart
     }

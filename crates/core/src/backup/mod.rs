@@ -61,7 +61,8 @@ pub struct BackupOptions {
     /// one grew, only its new tail is read (after verifying the old part).
     pub append_only: Vec<String>,
     pub append_verify: AppendVerify,
-    /// Streams (commands, database dumps) read at the same time.
+    /// Streams (commands, database dumps) read at the same time; 0 means
+    /// one per core.
     pub stream_jobs: usize,
 }
 
@@ -753,6 +754,9 @@ impl Walker<'_> {
             p.size,
             self.append_verify,
         )
+        // A small file is cheaper read whole than verified and tailed
+        // (full verification reads it all anyway, and says what it finds).
+        .filter(|plan| self.append_verify == AppendVerify::Full || plan.cost(node.size) < node.size)
     }
 
     fn fail(&mut self, path: &Path, message: &str) {

@@ -136,7 +136,11 @@ pub(super) fn save_all(
     drop(tx);
     let failed = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..jobs.max(1))
+        let jobs = match jobs {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n.min(crate::MAX_THREADS),
+        };
+        let workers: Vec<_> = (0..jobs)
             .map(|_| {
                 let (rx, failed) = (rx.clone(), &failed);
                 scope.spawn(move || -> Result<Vec<StreamResult>> {
@@ -216,7 +220,7 @@ fn save_one(
                 }
             };
             let read = match running.stdout() {
-                Some(stdout) => chunk_into(saver, chunker, stdout, buf),
+                Some(mut stdout) => chunk_into(saver, chunker, &mut stdout, buf),
                 None => Ok(Err(std::io::Error::other("no standard output"))),
             };
             if !matches!(read, Ok(Ok(_))) {

@@ -128,7 +128,7 @@ impl GroupBy {
         if self.paths {
             let mut p = s.source_key();
             p.sort();
-            parts.push(format!("paths {}", p.join(",")));
+            parts.push(format!("paths {}", p.join("; ")));
         }
         if self.tags {
             let mut t = s.tags.clone();

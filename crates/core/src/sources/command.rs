@@ -83,7 +83,7 @@ impl CommandSpec {
         let pid = child.id() as i32;
         lock_running().push(pid);
         watch_interrupts();
-        stop_group_after_leader(pid);
+        note_exit(pid);
         let stderr = child.stderr.take().map(|mut err| {
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
@@ -103,6 +103,7 @@ impl CommandSpec {
             rx
         });
         Ok(Running {
+            cut: false,
             stdout: child.stdout.take(),
             stdin: child.stdin.take(),
             child,
@@ -119,7 +120,7 @@ impl CommandSpec {
             .map_err(|e| format!("cannot run {}: {e}", self.program.to_string_lossy()))?;
         let mut out = Vec::new();
         let read = match running.stdout() {
-            Some(stdout) => stdout.read_to_end(&mut out),
+            Some(mut stdout) => stdout.read_to_end(&mut out),
             None => Ok(0),
         };
         let finished = running.finish();
@@ -143,10 +144,10 @@ fn lock_running() -> std::sync::MutexGuard<'static, Vec<i32>> {
     RUNNING.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Once a command has exited, give what it left in its process group a
-/// moment, then stop it: a background child (`sleep 300 &`) holding the
-/// standard output would otherwise keep us reading for ever.
-fn stop_group_after_leader(pid: i32) {
+/// Note when a command's process exits (without reaping it), so that a
+/// reader of its output can tell a pipe held open by what it left behind
+/// from a command still at work.
+fn note_exit(pid: i32) {
     std::thread::spawn(move || {
         // SAFETY: waitid(2) with WNOWAIT only waits for the exit of our own
         // child, without reaping it; `info` is a local buffer.
@@ -160,23 +161,16 @@ fn stop_group_after_leader(pid: i32) {
             ) == 0
         };
         if exited {
-            std::thread::sleep(LEFTOVER_GRACE);
-            let running = lock_running();
-            // Still not finished: its output is still open, held by what
-            // it left behind. SAFETY: kill(2) on a group we own.
-            if running.contains(&pid) && unsafe { libc::kill(-pid, libc::SIGKILL) } == 0 {
-                lock_cut().push(pid);
-            }
+            lock_exited().push((pid, std::time::Instant::now()));
         }
     });
 }
 
-/// Commands whose output [`stop_group_after_leader`] cut short by stopping
-/// what held it open: their output is not complete.
-static CUT: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+/// Commands that exited, and when ([`note_exit`]).
+static EXITED: Mutex<Vec<(i32, std::time::Instant)>> = Mutex::new(Vec::new());
 
-fn lock_cut() -> std::sync::MutexGuard<'static, Vec<i32>> {
-    CUT.lock().unwrap_or_else(|p| p.into_inner())
+fn lock_exited() -> std::sync::MutexGuard<'static, Vec<(i32, std::time::Instant)>> {
+    EXITED.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// How long what a command left running may go on after it exited.
@@ -206,9 +200,68 @@ pub fn stop_all() {
     }
 }
 
+/// Reads a command's standard output without blocking for ever: it waits
+/// in slices of [`POLL`], so that a stop asked of the process (Ctrl-C,
+/// SIGTERM) is honoured even when nothing is written, and it ends the
+/// output once the command has exited and nothing came for
+/// [`LEFTOVER_GRACE`]: the pipe is then held by something the command left
+/// running (`setsid daemon &`), which is stopped if it is in the command's
+/// group, and the output counts as cut short.
+pub struct OutputReader<'a> {
+    stdout: &'a mut ChildStdout,
+    pid: i32,
+    cut: &'a mut bool,
+}
+
+/// How long one wait for output lasts before checking for a stop.
+const POLL: i32 = 100;
+
+impl Read for OutputReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let fd = self.stdout.as_raw_fd();
+        loop {
+            if crate::interrupt::requested() {
+                // Not ErrorKind::Interrupted, which readers retry.
+                return Err(io::Error::other("stopped: the process was interrupted"));
+            }
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll(2) on one valid descriptor we own.
+            let ready = unsafe { libc::poll(&mut pfd, 1, POLL) };
+            if ready > 0 {
+                return self.stdout.read(buf);
+            }
+            if ready < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+                continue;
+            }
+            let exited = lock_exited()
+                .iter()
+                .find(|(p, _)| *p == self.pid)
+                .map(|(_, at)| *at);
+            if exited.is_some_and(|at| at.elapsed() >= LEFTOVER_GRACE) {
+                // SAFETY: kill(2) on the group we created (still running).
+                unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+                *self.cut = true;
+                return Ok(0);
+            }
+        }
+    }
+}
+
 /// A started command.
 pub struct Running {
     child: Child,
+    /// The output was ended by us: what the command left behind held it
+    /// open after it exited ([`OutputReader`]).
+    cut: bool,
     stdout: Option<ChildStdout>,
     stdin: Option<ChildStdin>,
     /// The end of its standard error, once the pipe is closed.
@@ -217,9 +270,15 @@ pub struct Running {
 }
 
 impl Running {
-    /// The command's standard output, if it was started with [`CommandSpec::spawn`].
-    pub fn stdout(&mut self) -> Option<&mut ChildStdout> {
-        self.stdout.as_mut()
+    /// The command's standard output, if it was started with
+    /// [`CommandSpec::spawn`]: read until its end, an interruption, or
+    /// until it stays idle after the command exited.
+    pub fn stdout(&mut self) -> Option<OutputReader<'_>> {
+        Some(OutputReader {
+            stdout: self.stdout.as_mut()?,
+            pid: self.pid,
+            cut: &mut self.cut,
+        })
     }
 
     /// The command's standard input, if it was started with
@@ -268,17 +327,13 @@ impl Running {
             Ok(s) => s,
             Err(e) => return (Err(format!("cannot wait for the command: {e}")), text),
         };
-        let cut = {
-            let mut cut = lock_cut();
-            let was = cut.contains(&self.pid);
-            cut.retain(|&p| p != self.pid);
-            was
-        };
-        if cut {
+        lock_exited().retain(|(p, _)| *p != self.pid);
+        if self.cut {
             return (
                 Err(format!(
-                    "exited, but left processes running that kept its output open; they were stopped {} s later, \
-                     so what they would still have written is missing (redirect the output of background commands)",
+                    "exited, but left processes running that kept its output open without writing for {} s; \
+                     they were stopped, and what they would still have written is missing \
+                     (redirect the output of background commands)",
                     LEFTOVER_GRACE.as_secs()
                 )),
                 text,

@@ -92,7 +92,7 @@ pub(super) fn find_program(names: &[&str]) -> Option<PathBuf> {
 /// Refuse client options that would put a password on a command line
 /// (`ps` shows it to every user) or make the client wait at a prompt: the
 /// long options in `refused`, also abbreviated (clients take any unique
-/// prefix of three letters or more) or with MySQL's `loose-` prefix, any
+/// prefix), in other cases or with MySQL's `loose-`/`maximum-`, any
 /// option mentioning a password (a connection string), and short options,
 /// whose bundles (`-Bpsecret`) cannot be told apart without each client's
 /// option table: the long forms (`--host=…`) are asked for instead.
@@ -109,9 +109,18 @@ pub(super) fn check_options(options: &[String], refused: &[&str], instead: &str)
             }
             return refuse("client options begin with `--` (--host=…, --socket=…)");
         };
+        // MySQL clients take option names in any case, `_` for `-`, the
+        // prefixes `loose-` and `maximum-`, and any unique abbreviation.
         let name = long.split('=').next().unwrap_or(long);
-        let name = name.strip_prefix("loose-").unwrap_or(name);
-        let abbreviates = |r: &&str| name.len() >= 3 && r.starts_with(name);
+        let name = name.to_ascii_lowercase().replace('_', "-");
+        let mut name = name.as_str();
+        while let Some(rest) = name
+            .strip_prefix("loose-")
+            .or_else(|| name.strip_prefix("maximum-"))
+        {
+            name = rest;
+        }
+        let abbreviates = |r: &&str| name.len() >= 2 && r.starts_with(name);
         let lower = opt.to_ascii_lowercase();
         if refused.iter().any(abbreviates) || lower.contains("password") || lower.contains("://") {
             return refuse(instead);
@@ -145,6 +154,8 @@ pub struct RestoredDatabase {
     pub path: String,
     pub database: String,
     pub created: bool,
+    /// The server's users and grants or roles, not a database.
+    pub server_wide: bool,
     pub bytes: u64,
     /// What the client said on its standard error although it succeeded
     /// (restoring roles that exist already, say).
@@ -202,12 +213,22 @@ pub fn restore(
         })?;
     }
     crate::interrupt::listen();
-    let (bytes, messages) = feed(repo.file_reader(&node), &client)?;
+    let (bytes, messages) = feed(repo.file_reader(&node), &client).map_err(|e| {
+        if server == Server::Mysql && e.kind() == ErrorKind::CommandFailed {
+            Error::command(format!(
+                "{e}; the database may be partly restored (a MySQL dump is not one transaction): \
+                 restore into a new database with --as NAME --create to keep the old one whole"
+            ))
+        } else {
+            e
+        }
+    })?;
     Ok(RestoredDatabase {
         server: server.dir(),
         path,
         database: target,
         created: opts.create && !server_wide,
+        server_wide,
         bytes,
         messages,
     })
@@ -301,6 +322,8 @@ fn feed(mut reader: impl Read, client: &CommandSpec) -> Result<(u64, String)> {
     }
     let (finished, messages) = running.finish_with_stderr();
     copied?;
+    // Stopped by us because the process was asked to stop.
+    crate::interrupt::check()?;
     finished.map_err(|e| Error::command(format!("`{client}` {e}")))?;
     Ok((total, messages))
 }
@@ -341,6 +364,10 @@ mod tests {
             "--pass=x",
             "--passwo",
             "--loose-password=x",
+            "--pa",
+            "--PAS=x",
+            "--loose_pa=x",
+            "--maximum-pas=x",
             "-psecret",
             "-Bpsecret",
             "--init-command=SET PASSWORD = 'x'",

@@ -165,7 +165,10 @@ impl Options {
         let mut out: Vec<String> = self
             .defaults_file
             .iter()
-            .map(|f| format!("--defaults-file={}", f.display()))
+            .map(|f| {
+                let f = std::path::absolute(f).unwrap_or_else(|_| f.clone());
+                format!("--defaults-file={}", f.display())
+            })
             .collect();
         out.extend(self.options.iter().cloned());
         out
