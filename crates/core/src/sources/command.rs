@@ -201,10 +201,10 @@ pub fn stop_all() {
 }
 
 /// Reads a command's standard output without blocking for ever: it waits
-/// in slices of [`POLL`], so that a stop asked of the process (Ctrl-C,
+/// in slices of 100 ms, so that a stop asked of the process (Ctrl-C,
 /// SIGTERM) is honoured even when nothing is written, and it ends the
 /// output once the command has exited and nothing came for
-/// [`LEFTOVER_GRACE`]: the pipe is then held by something the command left
+/// a second: the pipe is then held by something the command left
 /// running (`setsid daemon &`), which is stopped if it is in the command's
 /// group, and the output counts as cut short.
 pub struct OutputReader<'a> {
