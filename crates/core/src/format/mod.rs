@@ -6,6 +6,7 @@
 
 pub mod condemned;
 pub mod config;
+pub mod delta;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod index;
