@@ -147,17 +147,7 @@ mod tests {
         }
     }
 
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::test_data::pseudo_random;
 
     fn cuts(c: &Chunker, data: &[u8]) -> Vec<usize> {
         let mut out = Vec::new();

@@ -101,17 +101,7 @@ fn window_log(n: usize) -> u32 {
 mod tests {
     use super::*;
 
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::test_data::pseudo_random;
 
     #[test]
     fn a_few_changed_bytes_cost_a_few_bytes() {
