@@ -871,3 +871,68 @@ fn an_interrupted_restore_db_with_a_blocked_client_exited_1_instead_of_130() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
 }
+
+#[test]
+fn a_backup_killed_with_sigkill_left_its_command_running() {
+    let env = Env::new();
+    env.init();
+    let pidfile = env.path("pid");
+    let cmd = format!("hang=echo $$ > {}; exec sleep 600", pidfile.display());
+    let child = env
+        .std_cmd()
+        .args(["backup", "--command", &cmd])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_to_string(&pidfile).map_or(true, |s| s.trim().is_empty()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sleeper: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    send(&child, nix::sys::signal::Signal::SIGKILL);
+    let _ = ends_within(child, 10);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleeper), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{sleeper}/stat"))
+            .is_ok_and(|s| s.contains(") Z "));
+    if alive {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(sleeper),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(!alive, "the command outlived the killed backup");
+}
+
+#[test]
+fn an_oracle_mysql_server_failed_every_backup_on_its_grants() {
+    let env = Env::new();
+    env.init();
+    // Clients that answer as Oracle MySQL's do: one database, `shop`.
+    path_with_fake(&env, "mariadb", "echo 73686F70");
+    let path = path_with_fake(
+        &env,
+        "mariadb-dump",
+        "case \"$*\" in *--version*) echo 'mysqldump  Ver 8.0.40 for Linux on x86_64 (MySQL Community Server - GPL)';; \
+         *--system*) echo 'unknown option --system' >&2; exit 2;; *) echo 'CREATE TABLE t (x int);';; esac",
+    );
+    let out = env
+        .cmd()
+        .env("PATH", &path)
+        .args(["backup", "--mysql", "all"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let listing = String::from_utf8_lossy(&run(&env, &["ls", "latest"]).stdout).to_string();
+    assert!(listing.contains("/mysql/shop.sql"), "{listing}");
+    assert!(!listing.contains("_grants"), "{listing}");
+}

@@ -79,6 +79,18 @@ impl CommandSpec {
             .stdout(pipe_or_null(output))
             .stderr(Stdio::piped())
             .process_group(0);
+        // SAFETY: prctl(2) is async-signal-safe and touches no memory of
+        // ours. The command dies with the thread that started it, so a
+        // backup killed with SIGKILL does not leave a dump running (which
+        // would then write into a closed pipe, or hang on a lock).
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn()?;
         let pid = child.id() as i32;
         lock_running().push(pid);

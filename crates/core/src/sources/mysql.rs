@@ -86,7 +86,10 @@ impl Options {
                 Err(e) => failures.push((format!("mysql/{db}"), e.to_string())),
             }
         }
-        if self.grants {
+        // Oracle MySQL's mysqldump cannot dump users (`--system` is
+        // MariaDB's): there the grants are left out rather than failing
+        // every backup.
+        if self.grants && self.dumps_users() {
             if let Ok(name) = StreamName::parse("mysql/_grants.sql") {
                 streams.push(Stream::command(name, self.grants_command()));
             }
@@ -100,6 +103,8 @@ impl Options {
         let mut args = self.connection();
         args.extend(
             [
+                // A server that accepts connections and never answers.
+                "--connect-timeout=30",
                 "--batch",
                 "--skip-column-names",
                 "--execute=SELECT HEX(SCHEMA_NAME) FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME",
@@ -121,6 +126,14 @@ impl Options {
             }
         }
         Ok(names)
+    }
+
+    /// Whether the dump program is MariaDB's, which dumps users and grants.
+    fn dumps_users(&self) -> bool {
+        let program = self.program(&["mariadb-dump", "mysqldump"]);
+        CommandSpec::new(program, vec!["--version".into()])
+            .output()
+            .is_ok_and(|v| String::from_utf8_lossy(&v).contains("MariaDB"))
     }
 
     pub fn dump_command(&self, database: &str) -> CommandSpec {

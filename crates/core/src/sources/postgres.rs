@@ -91,7 +91,11 @@ impl Options {
             ]
             .map(OsString::from),
         );
-        let spec = CommandSpec::new(program(&["psql"]), args);
+        let mut spec = CommandSpec::new(program(&["psql"]), args);
+        // A server that accepts connections and never answers.
+        if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+            spec.env.push(("PGCONNECT_TIMEOUT".into(), "30".into()));
+        }
         let out = spec
             .output()
             .map_err(|e| format!("cannot list the databases: `{spec}` {e}"))?;
