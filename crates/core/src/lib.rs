@@ -43,24 +43,6 @@ pub mod walk;
 
 pub use error::{Error, ErrorKind, Result};
 
-/// Data for the unit tests of the engine's modules.
-#[cfg(test)]
-pub(crate) mod test_data {
-    /// Deterministic incompressible bytes (xorshift64); seeds that differ
-    /// only in their lowest bit give the same bytes.
-    pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-}
-
 /// The most worker threads an engine starts, whatever it is asked: each
 /// holds buffers of several MiB, and thousands abort the process when the
 /// system refuses more.
@@ -83,4 +65,22 @@ pub fn username() -> String {
         .flatten()
         .map(|u| u.name)
         .unwrap_or_else(|| uid.to_string())
+}
+
+/// Data for the unit tests of the engine's modules.
+#[cfg(test)]
+pub(crate) mod test_data {
+    /// Deterministic incompressible bytes (xorshift64); seeds that differ
+    /// only in their lowest bit give the same bytes.
+    pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
 }
