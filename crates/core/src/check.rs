@@ -140,15 +140,35 @@ impl Lost {
     /// Why no copy of the blob can be read (`"missing"`, `"damaged"`), or
     /// `None` if one is intact as far as this check knows.
     pub fn blob(&self, index: &crate::repository::Index, id: &Id) -> Option<&'static str> {
+        self.blob_in_chain(index, id, 0)
+    }
+
+    /// [`Lost::blob`] for a blob `depth` steps down a chain of deltas: a
+    /// copy stored as a delta is intact only if its base is.
+    fn blob_in_chain(
+        &self,
+        index: &crate::repository::Index,
+        id: &Id,
+        depth: usize,
+    ) -> Option<&'static str> {
+        if depth > crate::format::delta::MAX_CHAIN {
+            return Some("damaged (its chain of deltas is too long)");
+        }
         let copies = index.locations(id);
         let damaged = |l: &crate::repository::BlobLocation| self.copies.contains(&(*id, l.pack));
+        let base_intact = |l: &crate::repository::BlobLocation| {
+            l.base
+                .is_none_or(|b| self.blob_in_chain(index, &b, depth + 1).is_none())
+        };
         if copies
             .iter()
-            .any(|l| !self.packs.contains(&l.pack) && !damaged(l))
+            .any(|l| !self.packs.contains(&l.pack) && !damaged(l) && base_intact(l))
         {
             None
         } else if copies.iter().any(damaged) {
             Some("damaged")
+        } else if copies.iter().any(|l| l.base.is_some()) {
+            Some("unreadable: the base it is a delta of is missing or damaged")
         } else {
             Some("missing")
         }
@@ -328,7 +348,7 @@ fn check_pack_data(repo: &Repository, name: &str) -> (Vec<String>, Vec<(Id, Id)>
             "pack {name}: contents do not match its name (damaged)"
         ));
     }
-    match pack::parse_pack(repo.key(), &data) {
+    match pack::parse_pack_of(repo.key(), &data, repo.deltas()) {
         Ok(entries) => {
             for e in entries {
                 let sealed = &data[e.offset as usize..(e.offset + e.length) as usize];

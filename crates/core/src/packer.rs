@@ -140,6 +140,41 @@ impl BlobSaver {
         })
     }
 
+    /// Save a data blob as a delta against `base` (whose plaintext is
+    /// `base_plain`) when the repository's format allows it and the delta
+    /// is much smaller than the blob compressed alone; else as usual. The
+    /// base must be listed by the index this saver's repository loaded (or
+    /// written by this saver), like any blob a new snapshot references.
+    pub fn save_delta(&self, plain: &[u8], base: Id, base_plain: &[u8]) -> Result<Saved> {
+        let id = self.repo.key().blob_id(plain);
+        let usable = self.repo.deltas() && base != id && self.known(&base);
+        if !usable || self.repo.index().contains(&id) || lock(&self.seen).contains(&id) {
+            return self.save_with_id(BlobKind::Data, id, plain);
+        }
+        let level = self.repo.config().compression;
+        let delta = crate::format::delta::encode_delta(plain, &base, base_plain, level);
+        let alone = crate::format::encode_payload(plain, level).len();
+        match delta {
+            // Worth a chain only when it saves most of the blob.
+            Some(delta) if delta.len() * 4 < alone => {
+                if !lock(&self.seen).insert(id) {
+                    return Ok(Saved {
+                        id,
+                        added: false,
+                        stored: 0,
+                    });
+                }
+                let mut sealed = vec![0u8; NONCE_LEN];
+                sealed.extend_from_slice(&delta);
+                self.repo
+                    .key()
+                    .seal_in_place(BlobKind::Data.ad(), &mut sealed);
+                self.append_entry(BlobKind::Data, id, plain.len(), &sealed, Some(base))
+            }
+            _ => self.save_with_id(BlobKind::Data, id, plain),
+        }
+    }
+
     /// Store another copy of a blob already sealed (by prune, moving blobs
     /// out of mostly unused packs), even though the index lists it.
     /// The caller has verified `sealed` against `id`.
@@ -149,6 +184,7 @@ impl BlobSaver {
         id: Id,
         raw_length: u32,
         sealed: &[u8],
+        base: Option<Id>,
     ) -> Result<Saved> {
         if !lock(&self.seen).insert(id) {
             return Ok(Saved {
@@ -157,10 +193,21 @@ impl BlobSaver {
                 stored: 0,
             });
         }
-        self.append(kind, id, raw_length as usize, sealed)
+        self.append_entry(kind, id, raw_length as usize, sealed, base)
     }
 
     fn append(&self, kind: BlobKind, id: Id, raw_length: usize, sealed: &[u8]) -> Result<Saved> {
+        self.append_entry(kind, id, raw_length, sealed, None)
+    }
+
+    fn append_entry(
+        &self,
+        kind: BlobKind,
+        id: Id,
+        raw_length: usize,
+        sealed: &[u8],
+        base: Option<Id>,
+    ) -> Result<Saved> {
         let stored = sealed.len() as u64;
         let full = {
             let mut open = lock(self.open_pack(kind));
@@ -177,6 +224,7 @@ impl BlobSaver {
                 offset: open.size as u32,
                 length: sealed.len() as u32,
                 raw_length: raw_length as u32,
+                base,
             };
             if let Some(w) = open.writer.as_mut() {
                 w.write_all(sealed)?;

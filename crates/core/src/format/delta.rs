@@ -25,6 +25,9 @@ use crate::id::Id;
 /// The payload's first byte for a delta.
 pub const DELTA: u8 = 2;
 
+/// The longest chain of deltas a reader follows; longer is damage.
+pub const MAX_CHAIN: usize = 64;
+
 /// Bytes before the zstd frame: the encoding byte and the base id.
 const HEADER: usize = 1 + 32;
 

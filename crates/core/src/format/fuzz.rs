@@ -49,6 +49,7 @@ pub fn pack(data: &[u8]) {
     let sealed = key.seal(super::ad::PACK_HEADER, data);
     for size in [0, sealed.len() as u64 + 4, data.len() as u64 * 40] {
         let _ = super::pack::parse_header(&key, &sealed, size);
+        let _ = super::pack::parse_header_of(&key, &sealed, size, true);
     }
 }
 

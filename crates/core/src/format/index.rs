@@ -25,6 +25,10 @@ pub struct IndexBlob {
     pub offset: u32,
     pub length: u32,
     pub raw_length: u32,
+    /// For a data blob stored as a delta (format version 2): its base,
+    /// which must be kept as long as this blob is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Id>,
 }
 
 impl From<&PackEntry> for IndexBlob {
@@ -35,6 +39,7 @@ impl From<&PackEntry> for IndexBlob {
             offset: e.offset,
             length: e.length,
             raw_length: e.raw_length,
+            base: e.base,
         }
     }
 }
@@ -47,6 +52,7 @@ impl IndexBlob {
             offset: self.offset,
             length: self.length,
             raw_length: self.raw_length,
+            base: self.base,
         }
     }
 }

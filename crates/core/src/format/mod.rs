@@ -27,6 +27,9 @@ use crate::error::{Error, Result};
 
 /// The repository format version this program writes and reads.
 pub const VERSION: u32 = 1;
+/// The repository format version that allows delta blobs (docs/format.md,
+/// "Delta blobs"); this strata reads it, and does not write deltas yet.
+pub const VERSION_DELTAS: u32 = 2;
 
 const STORED: u8 = 0;
 const ZSTD: u8 = 1;

@@ -16,6 +16,11 @@ use crate::id::Id;
 
 const ENTRY_LEN: usize = 41;
 const HEADER_VERSION: u8 = 1;
+/// Header version 2 (format version 2): entries of kind [`DELTA_CODE`] are
+/// followed by their base id.
+const HEADER_VERSION_DELTAS: u8 = 2;
+/// The kind code of a data blob stored as a delta (header version 2).
+const DELTA_CODE: u8 = 2;
 
 /// What a blob holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -60,6 +65,8 @@ pub struct PackEntry {
     pub length: u32,
     /// Bytes of the plaintext blob.
     pub raw_length: u32,
+    /// For a data blob stored as a delta (format version 2): its base.
+    pub base: Option<Id>,
 }
 
 /// Seal the header listing `entries` (in pack order) and append it.
@@ -73,12 +80,24 @@ pub fn finish(key: &MasterKey, mut body: Vec<u8>, entries: &[PackEntry]) -> Vec<
 pub fn trailer(key: &MasterKey, entries: &[PackEntry]) -> Vec<u8> {
     let mut body = Vec::new();
     let mut header = Vec::with_capacity(1 + entries.len() * ENTRY_LEN);
-    header.push(HEADER_VERSION);
+    let deltas = entries.iter().any(|e| e.base.is_some());
+    header.push(if deltas {
+        HEADER_VERSION_DELTAS
+    } else {
+        HEADER_VERSION
+    });
     for e in entries {
-        header.push(e.kind.code());
+        header.push(if e.base.is_some() {
+            DELTA_CODE
+        } else {
+            e.kind.code()
+        });
         header.extend_from_slice(&e.length.to_le_bytes());
         header.extend_from_slice(&e.raw_length.to_le_bytes());
         header.extend_from_slice(&e.id.0);
+        if let Some(base) = &e.base {
+            header.extend_from_slice(&base.0);
+        }
     }
     let sealed = key.seal(super::ad::PACK_HEADER, &header);
     body.extend_from_slice(&sealed);
@@ -98,25 +117,52 @@ pub fn header_range(pack_size: u64, header_len: u32) -> Result<(u64, u64)> {
     Ok((pack_size - 4 - len, len))
 }
 
-/// Decode a sealed header read from a pack of `pack_size` bytes.
+/// Decode a sealed header read from a pack of `pack_size` bytes. Version
+/// 2 headers (with delta entries) are read only when `deltas` (the
+/// repository's format allows them).
 pub fn parse_header(key: &MasterKey, sealed: &[u8], pack_size: u64) -> Result<Vec<PackEntry>> {
+    parse_header_of(key, sealed, pack_size, false)
+}
+
+/// [`parse_header`], accepting version 2 headers when `deltas`.
+pub fn parse_header_of(
+    key: &MasterKey,
+    sealed: &[u8],
+    pack_size: u64,
+    deltas: bool,
+) -> Result<Vec<PackEntry>> {
     let plain = key.open(super::ad::PACK_HEADER, sealed)?;
-    if plain.first() != Some(&HEADER_VERSION) || (plain.len() - 1) % ENTRY_LEN != 0 {
+    let version = plain.first().copied();
+    let v2 = deltas && version == Some(HEADER_VERSION_DELTAS);
+    if !(v2 || version == Some(HEADER_VERSION) && (plain.len() - 1) % ENTRY_LEN == 0) {
         return Err(Error::corrupted("pack header has a bad version or length"));
     }
     let mut entries = Vec::with_capacity((plain.len() - 1) / ENTRY_LEN);
     let mut offset: u64 = 0;
-    for raw in plain[1..].chunks_exact(ENTRY_LEN) {
+    let mut rest = &plain[1..];
+    while !rest.is_empty() {
+        let bad = || Error::corrupted("pack header ends inside an entry");
+        let raw = rest.get(..ENTRY_LEN).ok_or_else(bad)?;
         let length = u32::from_le_bytes([raw[1], raw[2], raw[3], raw[4]]);
         let raw_length = u32::from_le_bytes([raw[5], raw[6], raw[7], raw[8]]);
         let mut id = [0u8; 32];
         id.copy_from_slice(&raw[9..41]);
+        let (kind, base) = if v2 && raw[0] == DELTA_CODE {
+            let b = rest.get(ENTRY_LEN..ENTRY_LEN + 32).ok_or_else(bad)?;
+            let mut base = [0u8; 32];
+            base.copy_from_slice(b);
+            (BlobKind::Data, Some(Id(base)))
+        } else {
+            (BlobKind::from_code(raw[0])?, None)
+        };
+        rest = &rest[ENTRY_LEN + if base.is_some() { 32 } else { 0 }..];
         entries.push(PackEntry {
             id: Id(id),
-            kind: BlobKind::from_code(raw[0])?,
+            kind,
             offset: offset as u32,
             length,
             raw_length,
+            base,
         });
         offset += u64::from(length);
     }
@@ -131,16 +177,22 @@ pub fn parse_header(key: &MasterKey, sealed: &[u8], pack_size: u64) -> Result<Ve
 
 /// Split the trailer off a whole pack and parse its header.
 pub fn parse_pack(key: &MasterKey, pack: &[u8]) -> Result<Vec<PackEntry>> {
+    parse_pack_of(key, pack, false)
+}
+
+/// [`parse_pack`], accepting version 2 headers when `deltas`.
+pub fn parse_pack_of(key: &MasterKey, pack: &[u8], deltas: bool) -> Result<Vec<PackEntry>> {
     if pack.len() < 4 {
         return Err(Error::corrupted("pack is shorter than its trailer"));
     }
     let tail = &pack[pack.len() - 4..];
     let header_len = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
     let (start, len) = header_range(pack.len() as u64, header_len)?;
-    parse_header(
+    parse_header_of(
         key,
         &pack[start as usize..(start + len) as usize],
         pack.len() as u64,
+        deltas,
     )
 }
 
@@ -160,6 +212,7 @@ mod tests {
                 offset: 0,
                 length: b1.len() as u32,
                 raw_length: 3,
+                base: None,
             },
             PackEntry {
                 id: key.blob_id(b"two!"),
@@ -167,6 +220,7 @@ mod tests {
                 offset: b1.len() as u32,
                 length: b2.len() as u32,
                 raw_length: 4,
+                base: None,
             },
         ];
         let mut body = b1.clone();
@@ -186,5 +240,39 @@ mod tests {
         let n = flipped.len();
         flipped[n - 10] ^= 0x40;
         assert!(parse_pack(&key, &flipped).is_err());
+    }
+
+    #[test]
+    fn delta_entries_need_a_version_2_header_and_a_repository_that_allows_them() {
+        let key = MasterKey::random();
+        let b1 = key.seal(BlobKind::Data.ad(), b"\0one");
+        let b2 = key.seal(BlobKind::Data.ad(), b"\x02delta");
+        let entries = vec![
+            PackEntry {
+                id: key.blob_id(b"one"),
+                kind: BlobKind::Data,
+                offset: 0,
+                length: b1.len() as u32,
+                raw_length: 3,
+                base: None,
+            },
+            PackEntry {
+                id: Id([9; 32]),
+                kind: BlobKind::Data,
+                offset: b1.len() as u32,
+                length: b2.len() as u32,
+                raw_length: 5,
+                base: Some(key.blob_id(b"one")),
+            },
+        ];
+        let mut body = b1.clone();
+        body.extend_from_slice(&b2);
+        let pack = finish(&key, body, &entries);
+        assert_eq!(parse_pack_of(&key, &pack, true).unwrap(), entries);
+        // Format version 1 readers take it for damage.
+        assert!(parse_pack(&key, &pack).is_err());
+        let mut cut = pack.clone();
+        cut.truncate(pack.len() - 7);
+        assert!(parse_pack_of(&key, &cut, true).is_err());
     }
 }

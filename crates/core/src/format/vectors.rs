@@ -74,6 +74,7 @@ pub(crate) fn vectors() -> Vec<(&'static str, String)> {
         offset: 0,
         length: 300,
         raw_length: 256,
+        base: None,
     }];
     let packed = pack::finish(&k, Vec::new(), &entries);
     let header_plain = packed.len() - 4; // sealed header length is in the trailer

@@ -239,11 +239,27 @@ impl Refs {
             // backup that ran beside the prune that condemned them may need them.
             let tree = repo.load_tree(&id)?;
             for node in tree.nodes {
-                self.used.extend(node.content.into_iter().flatten());
+                for blob in node.content.into_iter().flatten() {
+                    self.use_blob(repo, blob);
+                }
                 stack.extend(node.subtree);
             }
         }
         Ok(())
+    }
+
+    /// Count `id` as used, and the base of every copy of it stored as a
+    /// delta, down its chain: a kept delta needs its base kept, as a
+    /// snapshot needs its blobs (docs/design.md, "Delta storage").
+    fn use_blob(&mut self, repo: &Repository, id: Id) {
+        let mut pending = vec![id];
+        while let Some(id) = pending.pop() {
+            if !self.used.insert(id) || !repo.deltas() {
+                continue;
+            }
+            let index = repo.index();
+            pending.extend(index.locations(&id).iter().filter_map(|l| l.base));
+        }
     }
 }
 
@@ -632,7 +648,7 @@ fn repack(repo: &Arc<Repository>, plan: &PrunePlan, lock: &LockGuard) -> Result<
                         "pack {name}: a used blob is damaged, prune stops; run `strata check --read-data`"
                     ))
                 })?;
-            saver.copy_sealed(blob.kind, blob.id, blob.raw_length, sealed)?;
+            saver.copy_sealed(blob.kind, blob.id, blob.raw_length, sealed, blob.base)?;
             copied += 1;
         }
     }

@@ -14,6 +14,8 @@ pub struct BlobLocation {
     pub offset: u32,
     pub length: u32,
     pub raw_length: u32,
+    /// The base of a blob stored as a delta (format version 2).
+    pub base: Option<Id>,
 }
 
 #[derive(Default, Debug)]
@@ -48,6 +50,7 @@ impl Index {
             offset: blob.offset,
             length: blob.length,
             raw_length: blob.raw_length,
+            base: blob.base,
         };
         *self.packs.entry(pack).or_default() += 1;
         match self.blobs.entry(blob.id) {
@@ -71,6 +74,7 @@ impl Index {
             offset: blob.offset,
             length: blob.length,
             raw_length: blob.raw_length,
+            base: blob.base,
         });
     }
 
@@ -153,6 +157,7 @@ mod tests {
                     offset: 0,
                     length: 10,
                     raw_length: 10,
+                    base: None,
                 }],
             }],
         }

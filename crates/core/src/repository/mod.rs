@@ -41,6 +41,12 @@ pub struct Repository {
     lock_timing: LockTiming,
 }
 
+thread_local! {
+    /// How deep in a chain of deltas this thread is decoding: a hostile
+    /// repository could make one go round in circles or very deep.
+    static DELTA_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 impl Repository {
     /// Create a new repository in empty storage.
     pub fn init(storage: Arc<dyn Storage>, password: &[u8], kdf: KdfParams) -> Result<Repository> {
@@ -110,10 +116,14 @@ impl Repository {
         Repository::ensure_exists(storage.as_ref())?;
         let sealed = storage.read(ObjectKind::Config, "config")?;
         let (key, config, key_name) = unwrap_any_key(storage.as_ref(), password, &sealed)?;
-        if config.version != VERSION {
+        if !(VERSION..=crate::format::VERSION_DELTAS).contains(&config.version) {
             return Err(Error::new(
                 ErrorKind::UnsupportedVersion,
-                format!("repository format version {} is not supported by this strata (it knows {VERSION})", config.version),
+                format!(
+                    "repository format version {} is not supported by this strata (it knows {VERSION} and {}); use a newer strata",
+                    config.version,
+                    crate::format::VERSION_DELTAS
+                ),
             ));
         }
         Ok(Repository {
@@ -132,6 +142,11 @@ impl Repository {
 
     pub fn key(&self) -> &MasterKey {
         &self.key
+    }
+
+    /// Whether the repository's format allows delta blobs (version 2).
+    pub fn deltas(&self) -> bool {
+        self.config.version >= crate::format::VERSION_DELTAS
     }
 
     pub fn config(&self) -> &Config {
@@ -464,7 +479,7 @@ impl Repository {
         let sealed = self
             .storage
             .read_range(ObjectKind::Pack, name, start, len)?;
-        pack::parse_header(&self.key, &sealed, size)
+        pack::parse_header_of(&self.key, &sealed, size, self.deltas())
     }
 
     /// Decrypt and verify a sealed blob read from a pack.
@@ -479,7 +494,7 @@ impl Repository {
         let plain = self
             .key
             .open(kind.ad(), sealed)
-            .and_then(|p| decode_payload_sized(p, raw_length as usize))
+            .and_then(|p| self.decode_blob(kind, p, raw_length))
             .map_err(|e| e.context(format!("blob {id}")))?;
         if self.key.blob_id(&plain) != *id {
             return Err(Error::corrupted(format!("blob {id} does not match its id")));
@@ -594,6 +609,42 @@ impl Repository {
         }
     }
 
+    /// A blob's plaintext from its payload: decoded, or for a delta (format
+    /// version 2 only; version 1 takes the encoding for damage), rebuilt
+    /// from its base, read (and verified) first.
+    fn decode_blob(&self, kind: BlobKind, payload: Vec<u8>, raw_length: u32) -> Result<Vec<u8>> {
+        if self.is_delta(kind, &payload) {
+            return self.decode_delta(&payload, raw_length);
+        }
+        decode_payload_sized(payload, raw_length as usize)
+    }
+
+    fn is_delta(&self, kind: BlobKind, payload: &[u8]) -> bool {
+        self.deltas()
+            && kind == BlobKind::Data
+            && payload.first() == Some(&crate::format::delta::DELTA)
+    }
+
+    fn decode_delta(&self, payload: &[u8], raw_length: u32) -> Result<Vec<u8>> {
+        let base = crate::format::delta::delta_base(payload)
+            .ok_or_else(|| Error::corrupted("delta payload is too short"))?;
+        let depth = DELTA_DEPTH.with(|d| {
+            d.set(d.get() + 1);
+            d.get()
+        });
+        let base_plain = if depth > crate::format::delta::MAX_CHAIN {
+            Err(Error::corrupted(format!(
+                "a chain of deltas is longer than {} blobs",
+                crate::format::delta::MAX_CHAIN
+            )))
+        } else {
+            self.read_blob(&base)
+        };
+        DELTA_DEPTH.with(|d| d.set(d.get() - 1));
+        let base_plain = base_plain.map_err(|e| e.context(format!("base {base}")))?;
+        crate::format::delta::decode_delta(payload, &base_plain, raw_length as usize)
+    }
+
     /// Like [`Repository::open_blob`] without allocating: decrypts `sealed`
     /// in place and decodes into the reusable `out`.
     pub fn open_blob_into(
@@ -608,8 +659,14 @@ impl Repository {
             .key
             .open_in_place(kind.ad(), sealed)
             .map_err(|e| e.context(format!("blob {id}")))?;
-        crate::format::decode_payload_into(payload, raw_length as usize, out)
-            .map_err(|e| e.context(format!("blob {id}")))?;
+        if self.is_delta(kind, payload) {
+            *out = self
+                .decode_delta(payload, raw_length)
+                .map_err(|e| e.context(format!("blob {id}")))?;
+        } else {
+            crate::format::decode_payload_into(payload, raw_length as usize, out)
+                .map_err(|e| e.context(format!("blob {id}")))?;
+        }
         if self.key.blob_id(out) != *id {
             return Err(Error::corrupted(format!("blob {id} does not match its id")));
         }
