@@ -200,38 +200,43 @@ pub fn parse_pack_of(key: &MasterKey, pack: &[u8], deltas: bool) -> Result<Vec<P
 mod tests {
     use super::*;
 
+    /// A pack of sealed `payloads`, each `(kind, payload, id, raw_length,
+    /// base)`, and its entries.
+    fn pack_of(
+        key: &MasterKey,
+        payloads: &[(BlobKind, &[u8], Id, u32, Option<Id>)],
+    ) -> (Vec<u8>, Vec<PackEntry>) {
+        let mut body = Vec::new();
+        let mut entries = Vec::new();
+        for &(kind, payload, id, raw_length, base) in payloads {
+            let sealed = key.seal(kind.ad(), payload);
+            entries.push(PackEntry {
+                id,
+                kind,
+                offset: body.len() as u32,
+                length: sealed.len() as u32,
+                raw_length,
+                base,
+            });
+            body.extend_from_slice(&sealed);
+        }
+        (finish(key, body, &entries), entries)
+    }
+
     #[test]
     fn header_round_trip_and_damage() {
         let key = MasterKey::random();
-        let b1 = key.seal(BlobKind::Data.ad(), b"\0one");
-        let b2 = key.seal(BlobKind::Tree.ad(), b"\0two!");
-        let entries = vec![
-            PackEntry {
-                id: key.blob_id(b"one"),
-                kind: BlobKind::Data,
-                offset: 0,
-                length: b1.len() as u32,
-                raw_length: 3,
-                base: None,
-            },
-            PackEntry {
-                id: key.blob_id(b"two!"),
-                kind: BlobKind::Tree,
-                offset: b1.len() as u32,
-                length: b2.len() as u32,
-                raw_length: 4,
-                base: None,
-            },
-        ];
-        let mut body = b1.clone();
-        body.extend_from_slice(&b2);
-        let pack = finish(&key, body, &entries);
+        let (pack, entries) = pack_of(
+            &key,
+            &[
+                (BlobKind::Data, b"\0one", key.blob_id(b"one"), 3, None),
+                (BlobKind::Tree, b"\0two!", key.blob_id(b"two!"), 4, None),
+            ],
+        );
         assert_eq!(parse_pack(&key, &pack).unwrap(), entries);
         // header length: version + 2 entries, sealed, plus trailer
-        assert_eq!(
-            pack.len(),
-            b1.len() + b2.len() + 1 + 2 * ENTRY_LEN + OVERHEAD + 4
-        );
+        let blobs: usize = entries.iter().map(|e| e.length as usize).sum();
+        assert_eq!(pack.len(), blobs + 1 + 2 * ENTRY_LEN + OVERHEAD + 4);
 
         let mut truncated = pack.clone();
         truncated.remove(0);
@@ -245,29 +250,14 @@ mod tests {
     #[test]
     fn delta_entries_need_a_version_2_header_and_a_repository_that_allows_them() {
         let key = MasterKey::random();
-        let b1 = key.seal(BlobKind::Data.ad(), b"\0one");
-        let b2 = key.seal(BlobKind::Data.ad(), b"\x02delta");
-        let entries = vec![
-            PackEntry {
-                id: key.blob_id(b"one"),
-                kind: BlobKind::Data,
-                offset: 0,
-                length: b1.len() as u32,
-                raw_length: 3,
-                base: None,
-            },
-            PackEntry {
-                id: Id([9; 32]),
-                kind: BlobKind::Data,
-                offset: b1.len() as u32,
-                length: b2.len() as u32,
-                raw_length: 5,
-                base: Some(key.blob_id(b"one")),
-            },
-        ];
-        let mut body = b1.clone();
-        body.extend_from_slice(&b2);
-        let pack = finish(&key, body, &entries);
+        let base = key.blob_id(b"one");
+        let (pack, entries) = pack_of(
+            &key,
+            &[
+                (BlobKind::Data, b"\0one", base, 3, None),
+                (BlobKind::Data, b"\x02delta", Id([9; 32]), 5, Some(base)),
+            ],
+        );
         assert_eq!(parse_pack_of(&key, &pack, true).unwrap(), entries);
         // Format version 1 readers take it for damage.
         assert!(parse_pack(&key, &pack).is_err());
