@@ -200,12 +200,11 @@ pub fn parse_pack_of(key: &MasterKey, pack: &[u8], deltas: bool) -> Result<Vec<P
 mod tests {
     use super::*;
 
-    /// A pack of sealed `payloads`, each `(kind, payload, id, raw_length,
-    /// base)`, and its entries.
-    fn pack_of(
-        key: &MasterKey,
-        payloads: &[(BlobKind, &[u8], Id, u32, Option<Id>)],
-    ) -> (Vec<u8>, Vec<PackEntry>) {
+    /// A test blob: kind, payload, id, plaintext length, base.
+    type TestBlob<'a> = (BlobKind, &'a [u8], Id, u32, Option<Id>);
+
+    /// A pack of the sealed payloads, and its entries.
+    fn pack_of(key: &MasterKey, payloads: &[TestBlob]) -> (Vec<u8>, Vec<PackEntry>) {
         let mut body = Vec::new();
         let mut entries = Vec::new();
         for &(kind, payload, id, raw_length, base) in payloads {
