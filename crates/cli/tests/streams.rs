@@ -715,36 +715,26 @@ fn password_options_in_other_cases_and_two_letter_abbreviations_were_accepted() 
 fn output_a_background_child_was_still_writing_was_cut_and_saved_as_complete() {
     let env = Env::new();
     env.init();
+    // The background writer starts after the command's own line, so the
+    // two do not interleave, and goes on long after the command exited.
     let out = run(
         &env,
-        &["backup", "--command", "z=seq 1 2000000 & echo start"],
+        &[
+            "backup",
+            "--command",
+            "z=(sleep 0.2; seq 1 2000000) & echo start",
+        ],
     );
-    let stderr = stderr_of(&out);
-    match out.status.code() {
-        // Read to the end: all of it.
-        Some(0) => {
-            let got = dump(&env, "z");
-            let mut want = b"start\n".to_vec();
-            want.extend(
-                (1..=2_000_000)
-                    .map(|i| format!("{i}\n"))
-                    .collect::<String>()
-                    .bytes(),
-            );
-            let mut sorted_got: Vec<&[u8]> = got.split(|&b| b == b'\n').collect();
-            let mut sorted_want: Vec<&[u8]> = want.split(|&b| b == b'\n').collect();
-            sorted_got.sort();
-            sorted_want.sort();
-            assert!(
-                sorted_got == sorted_want,
-                "stored {} bytes of {}",
-                got.len(),
-                want.len()
-            );
-        }
-        // Or not saved, and said.
-        _ => panic!("{stderr}"),
-    }
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let got = dump(&env, "z");
+    let mut want = b"start\n".to_vec();
+    want.extend(
+        (1..=2_000_000)
+            .map(|i| format!("{i}\n"))
+            .collect::<String>()
+            .bytes(),
+    );
+    assert!(got == want, "stored {} bytes of {}", got.len(), want.len());
     // Nothing written for a while after the command exited: stopped, and
     // the output is not saved as if it were complete.
     let out = run(
@@ -935,4 +925,117 @@ fn an_oracle_mysql_server_failed_every_backup_on_its_grants() {
     let listing = String::from_utf8_lossy(&run(&env, &["ls", "latest"]).stdout).to_string();
     assert!(listing.contains("/mysql/shop.sql"), "{listing}");
     assert!(!listing.contains("_grants"), "{listing}");
+}
+
+// Found by the third attack on streams (2026-11-30).
+
+#[test]
+fn a_single_restored_symlink_or_fifo_replaced_an_existing_file_silently() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("d");
+    write(&src.join("a.txt"), b"orig");
+    std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+    nix::unistd::mkfifo(
+        &src.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    for name in ["link", "fifo"] {
+        let target = env.path(&format!("t-{name}"));
+        write(&target.join(name), b"important");
+        let out = run(
+            &env,
+            &[
+                "restore",
+                &format!("latest:/d/{name}"),
+                "--target",
+                target.to_str().unwrap(),
+            ],
+        );
+        expect(&out, 3, "exists and differs");
+        assert_eq!(std::fs::read(target.join(name)).unwrap(), b"important");
+        // A directory in its place is kept too, with what it holds.
+        let target = env.path(&format!("u-{name}"));
+        write(&target.join(name).join("x"), b"keep");
+        let out = run(
+            &env,
+            &[
+                "restore",
+                &format!("latest:/d/{name}"),
+                "--target",
+                target.to_str().unwrap(),
+            ],
+        );
+        expect(&out, 3, "exists and differs");
+        assert_eq!(std::fs::read(target.join(name).join("x")).unwrap(), b"keep");
+    }
+    // The same symlink already there: nothing to do, and fine.
+    let target = env.path("same");
+    std::fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink("a.txt", target.join("link")).unwrap();
+    let out = run(
+        &env,
+        &[
+            "restore",
+            "latest:/d/link",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+}
+
+#[test]
+fn output_that_kept_coming_after_the_command_exited_was_cut_after_a_second() {
+    let env = Env::new();
+    env.init();
+    let out = run(
+        &env,
+        &[
+            "backup",
+            "--command",
+            "x=(for i in $(seq 1 12); do echo $i; sleep 0.3; done) & echo main",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let got = dump(&env, "x");
+    let mut lines: Vec<&[u8]> = got
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.sort();
+    let mut want: Vec<String> = (1..=12).map(|i| i.to_string()).collect();
+    want.push("main".into());
+    want.sort();
+    let want: Vec<&[u8]> = want.iter().map(|s| s.as_bytes()).collect();
+    assert_eq!(lines, want);
+}
+
+#[test]
+fn harmless_options_mentioning_password_in_their_values_were_refused() {
+    let env = Env::new();
+    env.init();
+    let dir = some_dir(&env);
+    for opt in [
+        "--mysql-option=--socket=/nonexistent/passwords/x.sock",
+        "--mysql-option=--user=password_svc",
+    ] {
+        let out = run(&env, &["backup", &dir, "--mysql", "all", opt]);
+        assert_eq!(out.status.code(), Some(3), "{opt}: {}", stderr_of(&out));
+    }
+    let out = env
+        .cmd()
+        .env("PGHOST", env.path("nosocket"))
+        .args([
+            "backup",
+            &dir,
+            "--postgres",
+            "all",
+            "--postgres-option=--exclude-table=passwords",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
 }

@@ -30,8 +30,8 @@ pub struct Args {
     #[arg(short, long, value_name = "PATTERN")]
     exclude: Vec<String>,
     /// What to do with files that already exist in the target (default:
-    /// if-changed; a single file, SNAPSHOT:FILE, never replaces an existing
-    /// file that differs unless this is given).
+    /// if-changed; a single entry that is not a directory, SNAPSHOT:FILE,
+    /// never replaces anything that differs unless this is given).
     #[arg(long, value_enum)]
     overwrite: Option<OverwriteArg>,
     /// Delete files in the target that the snapshot does not contain.
@@ -75,7 +75,7 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
     let single_file = match &subpath {
         Some(p) => repo
             .node_if_present(snap.tree, p)?
-            .is_some_and(|n| n.kind == strata_core::format::tree::NodeKind::File),
+            .is_some_and(|n| !n.is_dir()),
         None => false,
     };
     let opts = RestoreOptions {

@@ -60,6 +60,26 @@ pub fn create_temporary(path: &Path, size: u64) -> io::Result<PathBuf> {
     Ok(tmp)
 }
 
+/// Whether what is at `path` (`meta`, not followed) is already the
+/// symlink, fifo or device `node` describes: same type, same target or
+/// device number.
+pub fn same_special(path: &Path, meta: &fs::Metadata, node: &Node) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let t = meta.file_type();
+    match node.kind {
+        NodeKind::Symlink => {
+            t.is_symlink()
+                && fs::read_link(path).is_ok_and(|target| {
+                    Some(target.as_os_str().as_bytes()) == node.target.as_deref()
+                })
+        }
+        NodeKind::Fifo => t.is_fifo(),
+        NodeKind::Chardev => t.is_char_device() && Some(meta.rdev()) == node.rdev,
+        NodeKind::Blockdev => t.is_block_device() && Some(meta.rdev()) == node.rdev,
+        _ => false,
+    }
+}
+
 /// Rename the complete temporary file `tmp` to `path`; with `sync`, its
 /// data is made durable first (it replaces a file: a crash must leave the
 /// old or the new contents).

@@ -488,7 +488,7 @@ impl Restorer<'_> {
                         self.deferred_links.push((i, path, file_entry));
                         continue;
                     }
-                    let linked = self.replace(&path, existing.as_ref())
+                    let linked = self.replace(&path, existing.as_ref(), &e.node)
                         && match std::fs::hard_link(&first, &path) {
                             Ok(()) => true,
                             Err(err) => {
@@ -540,7 +540,7 @@ impl Restorer<'_> {
                 },
                 NodeKind::Symlink => {
                     let target = e.node.target.as_deref().unwrap_or_default();
-                    let make = self.replace(&path, existing.as_ref())
+                    let make = self.replace(&path, existing.as_ref(), &e.node)
                         && match fsops::create_symlink(&path, target) {
                             Ok(()) => true,
                             Err(err) => {
@@ -557,7 +557,7 @@ impl Restorer<'_> {
                     make
                 }
                 NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
-                    self.replace(&path, existing.as_ref())
+                    self.replace(&path, existing.as_ref(), &e.node)
                         && match fsops::create_special(&path, &e.node) {
                             Ok(()) => {
                                 self.summary.others += 1;
@@ -611,11 +611,20 @@ impl Restorer<'_> {
     }
 
     /// Clear the way for a non-directory entry; false if it must be skipped.
-    fn replace(&mut self, path: &Path, existing: Option<&std::fs::Metadata>) -> bool {
-        if existing.is_none() {
+    fn replace(&mut self, path: &Path, existing: Option<&std::fs::Metadata>, node: &Node) -> bool {
+        let Some(existing) = existing else {
             return true;
-        }
+        };
         if self.opts.overwrite == Overwrite::Never {
+            return false;
+        }
+        if self.opts.overwrite == Overwrite::IfAbsentOrSame {
+            if !fsops::same_special(path, existing, node) {
+                self.not_restored(
+                    path.to_path_buf(),
+                    "exists and differs from the snapshot; left as it is (--overwrite always replaces it)".into(),
+                );
+            }
             return false;
         }
         match fsops::remove_any(path) {

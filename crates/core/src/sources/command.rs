@@ -116,6 +116,7 @@ impl CommandSpec {
         });
         Ok(Running {
             cut: false,
+            last_output: std::time::Instant::now(),
             stdout: child.stdout.take(),
             stdin: child.stdin.take(),
             child,
@@ -223,6 +224,8 @@ pub struct OutputReader<'a> {
     stdout: &'a mut ChildStdout,
     pid: i32,
     cut: &'a mut bool,
+    /// When output last came (or the command started).
+    last_output: &'a mut std::time::Instant,
 }
 
 /// How long one wait for output lasts before checking for a stop.
@@ -245,6 +248,7 @@ impl Read for OutputReader<'_> {
             // SAFETY: poll(2) on one valid descriptor we own.
             let ready = unsafe { libc::poll(&mut pfd, 1, POLL) };
             if ready > 0 {
+                *self.last_output = std::time::Instant::now();
                 return self.stdout.read(buf);
             }
             if ready < 0 {
@@ -258,7 +262,8 @@ impl Read for OutputReader<'_> {
                 .iter()
                 .find(|(p, _)| *p == self.pid)
                 .map(|(_, at)| *at);
-            if exited.is_some_and(|at| at.elapsed() >= LEFTOVER_GRACE) {
+            let idle = self.last_output.elapsed() >= LEFTOVER_GRACE;
+            if idle && exited.is_some_and(|at| at.elapsed() >= LEFTOVER_GRACE) {
                 // SAFETY: kill(2) on the group we created (still running).
                 unsafe { libc::kill(-self.pid, libc::SIGKILL) };
                 *self.cut = true;
@@ -274,6 +279,7 @@ pub struct Running {
     /// The output was ended by us: what the command left behind held it
     /// open after it exited ([`OutputReader`]).
     cut: bool,
+    last_output: std::time::Instant,
     stdout: Option<ChildStdout>,
     stdin: Option<ChildStdin>,
     /// The end of its standard error, once the pipe is closed.
@@ -290,6 +296,7 @@ impl Running {
             stdout: self.stdout.as_mut()?,
             pid: self.pid,
             cut: &mut self.cut,
+            last_output: &mut self.last_output,
         })
     }
 
@@ -344,7 +351,7 @@ impl Running {
             return (
                 Err(format!(
                     "exited, but left processes running that kept its output open without writing for {} s; \
-                     they were stopped, and what they would still have written is missing \
+                     those in its process group were stopped, and what they would still have written is missing \
                      (redirect the output of background commands)",
                     LEFTOVER_GRACE.as_secs()
                 )),

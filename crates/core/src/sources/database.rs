@@ -121,8 +121,27 @@ pub(super) fn check_options(options: &[String], refused: &[&str], instead: &str)
             name = rest;
         }
         let abbreviates = |r: &&str| name.len() >= 2 && r.starts_with(name);
-        let lower = opt.to_ascii_lowercase();
-        if refused.iter().any(abbreviates) || lower.contains("password") || lower.contains("://") {
+        // A value names a password only as a connection-string keyword,
+        // an SQL `PASSWORD(…)`/`PASSWORD = …`, or a URI's user:password@
+        // (a host, user or table merely called so is fine).
+        let value: String = long
+            .split_once('=')
+            .map_or("", |(_, v)| v)
+            .to_ascii_lowercase()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let uri_credentials = value.split_once("://").is_some_and(|(_, rest)| {
+            rest.split('/')
+                .next()
+                .is_some_and(|auth| auth.contains('@'))
+        });
+        if refused.iter().any(abbreviates)
+            || name.contains("password")
+            || value.contains("password=")
+            || value.contains("password(")
+            || uri_credentials
+        {
             return refuse(instead);
         }
     }

@@ -100,11 +100,11 @@ impl Options {
     /// The server's databases less its system schemas, asked in hex so that
     /// any name arrives exactly.
     pub fn list(&self) -> std::result::Result<Vec<String>, String> {
-        let mut args = self.connection();
+        // A server that accepts connections and never answers: given
+        // before the options, so that one of theirs wins.
+        let mut args = self.connection_with(&["--connect-timeout=30"]);
         args.extend(
             [
-                // A server that accepts connections and never answers.
-                "--connect-timeout=30",
                 "--batch",
                 "--skip-column-names",
                 "--execute=SELECT HEX(SCHEMA_NAME) FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME",
@@ -189,12 +189,19 @@ impl Options {
 
     /// `--defaults-file` must come first on a MySQL client's command line.
     fn connection(&self) -> Vec<OsString> {
+        self.connection_with(&[])
+    }
+
+    /// The connection arguments with `defaults` between the option file
+    /// and the options, which override them.
+    fn connection_with(&self, defaults: &[&str]) -> Vec<OsString> {
         let mut args = Vec::new();
         if let Some(f) = &self.defaults_file {
             let mut arg = OsString::from("--defaults-file=");
             arg.push(f);
             args.push(arg);
         }
+        args.extend(defaults.iter().map(OsString::from));
         args.extend(os_args(&self.options));
         args
     }

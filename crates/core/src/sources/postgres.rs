@@ -70,8 +70,7 @@ impl Options {
             if let Ok(name) = StreamName::parse("postgresql/_globals.sql") {
                 let mut args = self.connection();
                 args.push("--globals-only".into());
-                let program = program(&["pg_dumpall"]);
-                streams.push(Stream::command(name, CommandSpec::new(program, args)));
+                streams.push(Stream::command(name, client(&["pg_dumpall"], args)));
             }
         }
         (streams, failures)
@@ -91,11 +90,7 @@ impl Options {
             ]
             .map(OsString::from),
         );
-        let mut spec = CommandSpec::new(program(&["psql"]), args);
-        // A server that accepts connections and never answers.
-        if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
-            spec.env.push(("PGCONNECT_TIMEOUT".into(), "30".into()));
-        }
+        let spec = client(&["psql"], args);
         let out = spec
             .output()
             .map_err(|e| format!("cannot list the databases: `{spec}` {e}"))?;
@@ -115,7 +110,7 @@ impl Options {
         let mut args = self.connection();
         args.push("--format=plain".into());
         args.push(format!("--dbname={}", conninfo(database)).into());
-        CommandSpec::new(program(&["pg_dump"]), args)
+        client(&["pg_dump"], args)
     }
 
     /// `psql` reading a database's dump in one transaction that stops at
@@ -132,7 +127,7 @@ impl Options {
         }
         let db = database.map_or("postgres", String::as_str);
         args.push(format!("--dbname={}", conninfo(db)).into());
-        Ok(CommandSpec::new(program(&["psql"]), args))
+        Ok(client(&["psql"], args))
     }
 
     pub fn create_command(&self, database: &str) -> Result<CommandSpec> {
@@ -140,7 +135,7 @@ impl Options {
         let mut args = self.connection();
         args.push("--".into());
         args.push(database.into());
-        Ok(CommandSpec::new(program(&["createdb"]), args))
+        Ok(client(&["createdb"], args))
     }
 
     /// What names the server, when it is not the default one: libpq's
@@ -159,6 +154,17 @@ impl Options {
         args.extend(os_args(&self.options));
         args
     }
+}
+
+/// A client call: the program found as [`program`] does, and a connect
+/// timeout (a server that accepts connections and never answers must not
+/// hold a backup for ever) unless the environment sets one.
+fn client(names: &[&str], args: Vec<OsString>) -> CommandSpec {
+    let mut spec = CommandSpec::new(program(names), args);
+    if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+        spec.env.push(("PGCONNECT_TIMEOUT".into(), "30".into()));
+    }
+    spec
 }
 
 /// A database name as a libpq connection string, so that a name holding
