@@ -12,6 +12,7 @@ of BENCH_HOURS hours, 0.1% of the rows (chosen uniformly) get a new value in
 column b, 300 rows are inserted and 300 deleted, and every variant backs up:
 
   strata-mysql  strata backup --mysql bench --mysql-defaults-file my.cnf
+  strata-delta  the same into a repository made with `init --deltas`
                 (strata runs mariadb-dump itself, with extended inserts)
   strata-cmd    strata backup --command 'bench.sql=mariadb-dump ... --skip-extended-insert ...'
   restic        mariadb-dump ... --skip-extended-insert ... | restic backup --stdin
@@ -104,7 +105,8 @@ KNOBS = ["BENCH_DIR", "BENCH_TOOLS", "BENCH_CASES", "BENCH_QUICK", "BENCH_DB_ROW
          "BENCH_DROP_CACHES", "BENCH_STEP_TIMEOUT", "BENCH_SEED", "BENCH_KEEP", "STRATA_BIN"]
 
 # Column titles, in table order, for each case.
-DB_VARIANTS = {"strata-mysql": "strata --mysql", "strata-cmd": "strata --command",
+DB_VARIANTS = {"strata-mysql": "strata --mysql", "strata-delta": "strata --mysql, init --deltas",
+               "strata-cmd": "strata --command",
                "restic": "restic", "borg": "borg"}
 GROW_VARIANTS = {"strata-append": "strata --append-only", "strata-plain": "strata",
                  "restic": "restic", "borg": "borg"}
@@ -275,7 +277,8 @@ class Variant:
 
     def init_argv(self):
         if self.tool == "strata":
-            return [self.bin, "--repo", self.repo, "init"]
+            deltas = ["--deltas"] if self.name.endswith("-delta") else []
+            return [self.bin, "--repo", self.repo, "init", *deltas]
         if self.tool == "restic":
             return [self.bin, "-r", self.repo, "init"]
         return [self.bin, "init", "--encryption=repokey-blake2", self.repo]
@@ -568,7 +571,7 @@ def dump_size(cnf, extra_args):
 def db_script(v, cnf, hour, time_file):
     """The shell command that makes one backup of the database."""
     timed = ["/usr/bin/time", "-v", "-o", time_file]
-    if v.name == "strata-mysql":
+    if v.name in ("strata-mysql", "strata-delta"):
         return shlex.join(timed + [v.bin, "--repo", v.repo, "backup", "--mysql", DB_NAME,
                                    "--mysql-defaults-file", cnf, "--json"])
     if v.name == "strata-cmd":

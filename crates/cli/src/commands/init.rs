@@ -22,6 +22,12 @@ pub struct Args {
         allow_negative_numbers = true
     )]
     compression: i32,
+    /// Allow delta blobs (format version 2, experimental): a changed chunk
+    /// of a stream (database dump, command output) is stored as its
+    /// difference from the previous version. Older strata cannot read such
+    /// a repository.
+    #[arg(long)]
+    deltas: bool,
 }
 
 pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
@@ -50,10 +56,13 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         iterations: args.kdf_iterations.max(1),
         parallelism: 1,
     };
-    let config = strata_core::format::config::Config {
+    let mut config = strata_core::format::config::Config {
         compression: args.compression,
         ..Default::default()
     };
+    if args.deltas {
+        config.version = strata_core::format::VERSION_DELTAS;
+    }
     let repo = Repository::init_with(repo::storage(&loc)?, pw.as_bytes(), kdf, config)?;
     if global.json {
         crate::output::json_line(&serde_json::json!({

@@ -50,8 +50,14 @@ impl Env {
     }
 
     pub fn init(&self) {
+        self.init_with(&[]);
+    }
+
+    /// `init` with the cheapest key derivation and `extra` options.
+    pub fn init_with(&self, extra: &[&str]) {
         self.cmd()
             .args(["init", "--kdf-memory", "1", "--kdf-iterations", "1"])
+            .args(extra)
             .assert()
             .success();
     }

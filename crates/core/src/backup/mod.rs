@@ -204,6 +204,7 @@ pub fn run(
         None => None,
     };
     let saver = BlobSaver::new(repo.clone());
+    let previous = previous_streams(repo, &streams, parent.as_ref().map(|(_, s)| s));
     // One reader per core: the walker opens files and asks the kernel to
     // read ahead, so workers rarely wait for the disk (docs/benchmarks.md).
     let threads = if opts.threads == 0 {
@@ -250,8 +251,16 @@ pub fn run(
             });
         }
         drop(jobs_rx);
-        let streamed =
-            scope.spawn(|| streams::save_all(&saver, &chunker, streams, opts.stream_jobs, &stamp));
+        let streamed = scope.spawn(|| {
+            streams::save_all(
+                &saver,
+                &chunker,
+                streams,
+                opts.stream_jobs,
+                &stamp,
+                &previous,
+            )
+        });
         let mut walker = Walker {
             saver: &saver,
             excluder: &excluder,
@@ -359,6 +368,28 @@ fn top_level(paths: &[PathBuf], has_sources: bool) -> Result<Vec<(PathBuf, Vec<u
     }
     out.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(out)
+}
+
+/// Where the streams were in the parent snapshot, for delta storage
+/// (format version 2 repositories only).
+fn previous_streams(
+    repo: &Repository,
+    streams: &[Stream],
+    parent: Option<&Snapshot>,
+) -> HashMap<crate::sources::StreamName, streams::Previous> {
+    let mut out = HashMap::new();
+    let Some(parent) = parent.filter(|_| repo.deltas()) else {
+        return out;
+    };
+    for s in streams {
+        let node = repo.node_if_present(parent.tree, s.name.as_str().as_bytes());
+        if let Some(content) = node.ok().flatten().and_then(|n| n.content) {
+            if let Some(p) = streams::Previous::new(repo, &content) {
+                out.insert(s.name.clone(), p);
+            }
+        }
+    }
+    out
 }
 
 fn sources_of(opts: &BackupOptions) -> Vec<String> {
