@@ -96,10 +96,28 @@ impl Index {
         out
     }
 
-    /// Whether an index file lists the blob: only such blobs may be
-    /// referenced by new snapshots.
+    /// Whether an index file lists the blob, and for a delta every base
+    /// down to a whole blob: only such blobs may be referenced by new
+    /// snapshots (a delta whose base is gone cannot be read).
     pub fn contains(&self, id: &Id) -> bool {
-        self.blobs.contains_key(id)
+        self.chain(id, 0, false)
+    }
+
+    /// Whether some copy of the blob can be read as far as the index
+    /// knows: listed (condemned packs included), and for a delta its bases
+    /// down to a whole blob.
+    pub fn chain_listed(&self, id: &Id) -> bool {
+        self.chain(id, 0, true)
+    }
+
+    fn chain(&self, id: &Id, depth: usize, fallback: bool) -> bool {
+        if depth > crate::format::delta::MAX_CHAIN {
+            return false;
+        }
+        let ok = |l: &BlobLocation| l.base.is_none_or(|b| self.chain(&b, depth + 1, fallback));
+        self.blobs.get(id).is_some_and(ok)
+            || self.copies.get(id).is_some_and(|c| c.iter().any(ok))
+            || (fallback && self.fallback.get(id).is_some_and(ok))
     }
 
     /// Blobs found only in condemned packs.

@@ -372,9 +372,15 @@ impl Rewriter<'_> {
         if let Some(known) = self.blobs.get(&id) {
             return Ok(known.clone());
         }
-        let kind = self.repo.index().get(&id).map(|l| l.kind);
+        let (kind, chain) = {
+            let index = self.repo.index();
+            (index.get(&id).map(|l| l.kind), index.chain_listed(&id))
+        };
         let problem = match kind {
             None => Some(format!("data blob {id} is missing")),
+            Some(BlobKind::Data) if !chain => {
+                Some(format!("data blob {id} is a delta whose base is missing"))
+            }
             Some(BlobKind::Tree) => Some(format!("data blob {id} is indexed as a tree")),
             Some(BlobKind::Data) if self.read_data => match self.repo.read_blob(&id) {
                 Ok(_) => None,
