@@ -227,30 +227,15 @@ fn an_interrupted_backup_stops_its_commands_and_saves_no_snapshot() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the command never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let sleeper: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let sleeper = pid_in(&pidfile);
     send(&child, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
     assert!(env.snapshots().is_empty());
     // The command is gone with the backup.
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleeper), None).is_ok();
-    let zombie =
-        std::fs::read_to_string(format!("/proc/{sleeper}/stat")).is_ok_and(|s| s.contains(") Z "));
     assert!(
-        !alive || zombie,
+        !running(sleeper),
         "the command outlived the interrupted backup"
     );
 }
@@ -468,6 +453,30 @@ fn a_password_command_swallowed_the_stdin_stream() {
     assert_eq!(dump(&env, "data.txt"), b"line1\nline2\n");
 }
 
+/// The process id a started command wrote to `file` (waiting for it).
+fn pid_in(file: &std::path::Path) -> i32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` still runs (a zombie does not).
+fn running(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
 fn send(child: &std::process::Child, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
 }
@@ -606,28 +615,13 @@ fn an_interrupt_during_database_discovery_was_ignored() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::fs::read_to_string(&marker).map_or(true, |s| s.trim().is_empty()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the client never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let client: i32 = std::fs::read_to_string(&marker)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let client = pid_in(&marker);
     send(&child, nix::sys::signal::Signal::SIGTERM);
     let out = ends_within(child, 10);
     assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(client), None).is_ok()
-        && !std::fs::read_to_string(format!("/proc/{client}/stat"))
-            .is_ok_and(|s| s.contains(") Z "));
     assert!(
-        !alive,
+        !running(client),
         "the database client outlived the interrupted backup"
     );
 }
@@ -877,25 +871,11 @@ fn a_backup_killed_with_sigkill_left_its_command_running() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::fs::read_to_string(&pidfile).map_or(true, |s| s.trim().is_empty()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the command never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let sleeper: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let sleeper = pid_in(&pidfile);
     send(&child, nix::sys::signal::Signal::SIGKILL);
     let _ = ends_within(child, 10);
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleeper), None).is_ok()
-        && !std::fs::read_to_string(format!("/proc/{sleeper}/stat"))
-            .is_ok_and(|s| s.contains(") Z "));
+    let alive = running(sleeper);
     if alive {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(sleeper),

@@ -79,6 +79,40 @@ pub fn file_name(database: &str) -> String {
     out
 }
 
+/// The streams of a database source: one dump per database (the
+/// selected ones, or every one `list` finds) as `<dir>/<name>.sql`, then
+/// the server-wide `extra` stream if any. A server that cannot be asked
+/// for its databases is a failure named `dir`.
+pub(super) fn database_streams(
+    dir: &str,
+    databases: &Databases,
+    list: impl FnOnce() -> std::result::Result<Vec<String>, String>,
+    dump: impl Fn(&str) -> CommandSpec,
+    extra: Option<(&str, CommandSpec)>,
+) -> (Vec<super::Stream>, Vec<(String, String)>) {
+    let mut failures = Vec::new();
+    let names = match databases {
+        Databases::Only(names) => names.clone(),
+        Databases::All => match list() {
+            Ok(names) => names,
+            Err(e) => return (Vec::new(), vec![(dir.to_string(), e)]),
+        },
+    };
+    let mut streams = Vec::new();
+    for db in names {
+        match super::StreamName::parse(&format!("{dir}/{}", file_name(&db))) {
+            Ok(name) => streams.push(super::Stream::command(name, dump(&db))),
+            Err(e) => failures.push((format!("{dir}/{db}"), e.to_string())),
+        }
+    }
+    if let Some((file, spec)) = extra {
+        if let Ok(name) = super::StreamName::parse(&format!("{dir}/{file}")) {
+            streams.push(super::Stream::command(name, spec));
+        }
+    }
+    (streams, failures)
+}
+
 /// The first program of `names` found on `PATH`.
 pub(super) fn find_program(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use crate::error::Result;
 
 use super::command::CommandSpec;
-use super::database::{check_options, file_name, find_program, os_args, Databases};
-use super::{Stream, StreamName};
+use super::database::{check_options, database_streams, find_program, os_args, Databases};
+use super::Stream;
 
 /// Schemas that hold the server's own state, never dumped.
 const SYSTEM_SCHEMAS: [&str; 3] = ["information_schema", "performance_schema", "sys"];
@@ -68,33 +68,18 @@ impl Options {
     /// grants (`mysql/_grants.sql`); a server that cannot be asked for its
     /// databases is a failure named `mysql`.
     pub(super) fn streams(&self) -> (Vec<Stream>, Vec<(String, String)>) {
-        let mut failures = Vec::new();
-        let names = match &self.databases {
-            Databases::Only(names) => names.clone(),
-            Databases::All => match self.list() {
-                Ok(names) => names,
-                Err(e) => {
-                    failures.push(("mysql".to_string(), e));
-                    return (Vec::new(), failures);
-                }
-            },
-        };
-        let mut streams = Vec::new();
-        for db in names {
-            match StreamName::parse(&format!("mysql/{}", file_name(&db))) {
-                Ok(name) => streams.push(Stream::command(name, self.dump_command(&db))),
-                Err(e) => failures.push((format!("mysql/{db}"), e.to_string())),
-            }
-        }
         // Oracle MySQL's mysqldump cannot dump users (`--system` is
         // MariaDB's): there the grants are left out rather than failing
         // every backup.
-        if self.grants && self.dumps_users() {
-            if let Ok(name) = StreamName::parse("mysql/_grants.sql") {
-                streams.push(Stream::command(name, self.grants_command()));
-            }
-        }
-        (streams, failures)
+        let grants =
+            (self.grants && self.dumps_users()).then(|| ("_grants.sql", self.grants_command()));
+        database_streams(
+            "mysql",
+            &self.databases,
+            || self.list(),
+            |db| self.dump_command(db),
+            grants,
+        )
     }
 
     /// The server's databases less its system schemas, asked in hex so that

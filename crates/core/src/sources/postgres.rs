@@ -13,8 +13,8 @@ use std::ffi::OsString;
 use crate::error::Result;
 
 use super::command::CommandSpec;
-use super::database::{check_options, file_name, find_program, os_args, Databases};
-use super::{Stream, StreamName};
+use super::database::{check_options, database_streams, find_program, os_args, Databases};
+use super::Stream;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -48,32 +48,18 @@ impl Options {
     /// the globals (`postgresql/_globals.sql`); a server that cannot be
     /// asked for its databases is a failure named `postgresql`.
     pub(super) fn streams(&self) -> (Vec<Stream>, Vec<(String, String)>) {
-        let mut failures = Vec::new();
-        let names = match &self.databases {
-            Databases::Only(names) => names.clone(),
-            Databases::All => match self.list() {
-                Ok(names) => names,
-                Err(e) => {
-                    failures.push(("postgresql".to_string(), e));
-                    return (Vec::new(), failures);
-                }
-            },
-        };
-        let mut streams = Vec::new();
-        for db in names {
-            match StreamName::parse(&format!("postgresql/{}", file_name(&db))) {
-                Ok(name) => streams.push(Stream::command(name, self.dump_command(&db))),
-                Err(e) => failures.push((format!("postgresql/{db}"), e.to_string())),
-            }
-        }
-        if self.globals {
-            if let Ok(name) = StreamName::parse("postgresql/_globals.sql") {
-                let mut args = self.connection();
-                args.push("--globals-only".into());
-                streams.push(Stream::command(name, client(&["pg_dumpall"], args)));
-            }
-        }
-        (streams, failures)
+        let globals = self.globals.then(|| {
+            let mut args = self.connection();
+            args.push("--globals-only".into());
+            ("_globals.sql", client(&["pg_dumpall"], args))
+        });
+        database_streams(
+            "postgresql",
+            &self.databases,
+            || self.list(),
+            |db| self.dump_command(db),
+            globals,
+        )
     }
 
     /// The databases that accept connections, templates left out, asked in
