@@ -91,8 +91,8 @@ fn an_hourly_dump_costs_its_changes_and_every_version_restores() {
     let mut table = Table::new(80_000);
     let mut versions = Vec::new();
     let mut added = Vec::new();
-    // More hours than a chain may be long.
-    for hour in 0..12 {
+    // Enough hours for skip deltas to go back 16 versions.
+    for hour in 0..20 {
         if hour > 0 {
             table.change(80);
         }
@@ -101,9 +101,21 @@ fn an_hourly_dump_costs_its_changes_and_every_version_restores() {
         added.push(summary["summary"]["data_added_stored"].as_u64().unwrap());
         versions.push((summary["snapshot_id"].as_str().unwrap().to_string(), data));
     }
+    // Every hour costs its changes: no chain restarts with a whole dump.
     let full = added[0];
-    let small = added[1..].iter().filter(|&&a| a * 20 < full).count();
-    assert!(small >= 9, "stored per hour: {added:?}");
+    assert!(
+        added[1..].iter().all(|&a| a * 20 < full),
+        "stored per hour: {added:?}"
+    );
+    // Chains follow the skip-delta rule: version n decodes popcount(n)
+    // deltas at most (4 for these 20), and stats shows the saving.
+    let stats = env.json(&["stats"]);
+    assert!(stats["longest_chain"].as_u64().unwrap() <= 4, "{stats}");
+    assert!(stats["delta_blobs"].as_u64().unwrap() >= 19, "{stats}");
+    assert!(
+        stats["delta_stored"].as_u64().unwrap() * 50 < stats["delta_size"].as_u64().unwrap(),
+        "{stats}"
+    );
     for (id, data) in &versions {
         assert!(
             dump_of(&env, id) == *data,
@@ -121,7 +133,7 @@ fn an_hourly_dump_costs_its_changes_and_every_version_restores() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for (id, data) in &versions[10..] {
+    for (id, data) in &versions[18..] {
         assert!(
             dump_of(&env, id) == *data,
             "snapshot {id} lost data to prune"
@@ -132,6 +144,102 @@ fn an_hourly_dump_costs_its_changes_and_every_version_restores() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A disk-image-like file: `size` random bytes, `writes` random 4 KiB
+/// blocks rewritten between versions.
+fn image_versions(size: usize, writes: usize, versions: usize) -> Vec<Vec<u8>> {
+    let mut image = common::pseudo_random(size, 7);
+    let mut out = vec![image.clone()];
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    for v in 1..versions {
+        for w in 0..writes {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let at = (x as usize % (size / 4096)) * 4096;
+            image[at..at + 4096]
+                .copy_from_slice(&common::pseudo_random(4096, (v * 1000 + w) as u64));
+        }
+        out.push(image.clone());
+    }
+    out
+}
+
+/// Back up `dir` with `extra` options; what the backup stored.
+fn stored(env: &Env, dir: &std::path::Path, extra: &[&str]) -> (String, u64) {
+    let mut args = vec![dir.to_str().unwrap()];
+    args.extend(extra);
+    let s = env.backup(&args);
+    (
+        s["snapshot_id"].as_str().unwrap().to_string(),
+        s["summary"]["data_added_stored"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn a_big_file_written_in_places_is_stored_as_deltas_and_every_version_restores() {
+    let env = Env::new();
+    init_deltas(&env);
+    let dir = env.path("src");
+    std::fs::create_dir_all(&dir).unwrap();
+    let image = dir.join("disk.img");
+    let versions = image_versions(12 << 20, 20, 6);
+    let mut snaps = Vec::new();
+    for (i, v) in versions.iter().enumerate() {
+        std::fs::write(&image, v).unwrap();
+        let (id, added) = stored(&env, &dir, &[]);
+        if i > 0 {
+            // 20 blocks of 4 KiB changed: far less than the ~12 chunks
+            // they touch (12 MiB, incompressible).
+            assert!(added < 1 << 20, "version {i} stored {added} bytes");
+        }
+        snaps.push(id);
+    }
+    for (id, v) in snaps.iter().zip(&versions) {
+        let out = env.path(&format!("restore-{id}"));
+        env.cmd()
+            .args(["restore", id, "--target", out.to_str().unwrap()])
+            .assert()
+            .success();
+        let restored = std::fs::read(out.join("src/disk.img")).unwrap();
+        assert!(restored == *v, "snapshot {id} does not restore exactly");
+    }
+    env.cmd().args(["check", "--read-data"]).assert().success();
+}
+
+#[test]
+fn delta_off_stores_changed_files_whole_and_a_pattern_forces_deltas_on_small_files() {
+    let env = Env::new();
+    init_deltas(&env);
+    let dir = env.path("src");
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = image_versions(6 << 20, 4, 3);
+    let small = image_versions(2 << 20, 4, 4);
+    let write = |i: usize| {
+        std::fs::write(dir.join("big.img"), &big[i]).unwrap();
+        std::fs::write(dir.join("small.db"), &small[i]).unwrap();
+    };
+    write(0);
+    stored(&env, &dir, &[]);
+    // Off: every touched chunk of both files is stored whole.
+    write(1);
+    let (_, off) = stored(&env, &dir, &["--delta", "off"]);
+    assert!(off > 3 << 20, "--delta off stored only {off} bytes");
+    // Auto: the big file as deltas, the small one (under 4 MiB) whole.
+    write(2);
+    let (_, auto) = stored(&env, &dir, &[]);
+    assert!(
+        auto > 1 << 20 && auto < off,
+        "auto stored {auto} bytes, off {off}"
+    );
+    // A pattern: the small one as deltas too.
+    std::fs::write(dir.join("small.db"), &small[3]).unwrap();
+    let (_, forced) = stored(&env, &dir, &["--delta-pattern", "*.db"]);
+    assert!(
+        forced < 1 << 20,
+        "with --delta-pattern stored {forced} bytes"
     );
 }
 

@@ -44,6 +44,8 @@ pub struct Saved {
     pub added: bool,
     /// Bytes it takes in its pack (0 when deduplicated).
     pub stored: u64,
+    /// Stored as a delta.
+    pub delta: bool,
 }
 
 /// Saves blobs into a repository, shared by many threads.
@@ -128,6 +130,7 @@ impl BlobSaver {
                 id,
                 added: false,
                 stored: 0,
+                delta: false,
             });
         }
         SCRATCH.with(|cell| {
@@ -162,6 +165,7 @@ impl BlobSaver {
                         id,
                         added: false,
                         stored: 0,
+                        delta: false,
                     });
                 }
                 let mut sealed = vec![0u8; NONCE_LEN];
@@ -191,6 +195,7 @@ impl BlobSaver {
                 id,
                 added: false,
                 stored: 0,
+                delta: false,
             });
         }
         self.append_entry(kind, id, raw_length as usize, sealed, base)
@@ -245,6 +250,7 @@ impl BlobSaver {
             id,
             added: true,
             stored,
+            delta: base.is_some(),
         })
     }
 

@@ -207,6 +207,7 @@ mod tests {
             gid: 0,
             tags: tags.iter().map(|s| s.to_string()).collect(),
             parent: None,
+            sequence: 0,
             original: None,
             partial: false,
             summary: None,

@@ -21,6 +21,17 @@ pub struct Stats {
     pub stored_size: u64,
     pub blobs: u64,
     pub packs: u64,
+    /// Of those blobs, the ones stored as deltas: how many, their
+    /// plaintext and what they take stored (format.md, "Delta blobs").
+    pub delta_blobs: u64,
+    pub delta_size: u64,
+    pub delta_stored: u64,
+    /// Blobs kept only as the base of a delta (no snapshot given names
+    /// them): how many and what they take stored, counted in `stored_size`.
+    pub base_blobs: u64,
+    pub base_stored: u64,
+    /// The most deltas a restore decodes for one blob.
+    pub longest_chain: u64,
 }
 
 impl Stats {
@@ -58,6 +69,7 @@ pub struct Added {
 /// Needs the repository index loaded.
 pub fn run(repo: &Repository, snapshots: &[(Id, Snapshot)]) -> Result<(Stats, Vec<Added>)> {
     let mut seen_blobs: HashSet<Id> = HashSet::new();
+    let mut bases: HashSet<Id> = HashSet::new();
     let mut seen_trees: HashSet<Id> = HashSet::new();
     let mut stats = Stats {
         snapshots: snapshots.len() as u64,
@@ -82,7 +94,7 @@ pub fn run(repo: &Repository, snapshots: &[(Id, Snapshot)]) -> Result<(Stats, Ve
             }
             let first_time = seen_trees.insert(tree);
             if first_time {
-                this.account(repo, &mut seen_blobs, tree);
+                this.account(repo, &mut seen_blobs, &mut bases, &mut stats, tree);
             }
             for node in repo.load_tree(&tree)?.nodes {
                 match node.kind {
@@ -92,7 +104,7 @@ pub fn run(repo: &Repository, snapshots: &[(Id, Snapshot)]) -> Result<(Stats, Ve
                         this.restore_size += node.size;
                         if first_time {
                             for blob in node.content.iter().flatten() {
-                                this.account(repo, &mut seen_blobs, *blob);
+                                this.account(repo, &mut seen_blobs, &mut bases, &mut stats, *blob);
                             }
                         }
                     }
@@ -110,21 +122,57 @@ pub fn run(repo: &Repository, snapshots: &[(Id, Snapshot)]) -> Result<(Stats, Ve
             packs.insert(loc.pack);
         }
     }
+    for base in bases.difference(&seen_blobs) {
+        if let Some(loc) = index.get(base) {
+            packs.insert(loc.pack);
+            stats.base_blobs += 1;
+            stats.base_stored += u64::from(loc.length);
+        }
+    }
     stats.blobs = seen_blobs.len() as u64;
     stats.packs = packs.len() as u64;
     stats.unique_size = added.iter().map(|a| a.size).sum();
-    stats.stored_size = added.iter().map(|a| a.stored).sum();
+    stats.stored_size = added.iter().map(|a| a.stored).sum::<u64>() + stats.base_stored;
     Ok((stats, added))
 }
 
 impl Added {
-    fn account(&mut self, repo: &Repository, seen: &mut HashSet<Id>, blob: Id) {
-        if seen.insert(blob) {
-            if let Some(loc) = repo.index().get(&blob) {
-                self.blobs += 1;
-                self.size += u64::from(loc.raw_length);
-                self.stored += u64::from(loc.length);
-            }
+    /// Count `blob` if it is new, and note the bases a delta needs.
+    fn account(
+        &mut self,
+        repo: &Repository,
+        seen: &mut HashSet<Id>,
+        bases: &mut HashSet<Id>,
+        stats: &mut Stats,
+        blob: Id,
+    ) {
+        if !seen.insert(blob) {
+            return;
         }
+        let index = repo.index();
+        let Some(loc) = index.get(&blob) else {
+            return;
+        };
+        self.blobs += 1;
+        self.size += u64::from(loc.raw_length);
+        self.stored += u64::from(loc.length);
+        if loc.base.is_none() {
+            return;
+        }
+        stats.delta_blobs += 1;
+        stats.delta_size += u64::from(loc.raw_length);
+        stats.delta_stored += u64::from(loc.length);
+        let mut depth = 0;
+        let mut at = loc.base;
+        while let Some(base) = at {
+            depth += 1;
+            // A cycle (a hostile index) ends at the format's limit.
+            if depth > crate::format::delta::MAX_CHAIN as u64 {
+                break;
+            }
+            bases.insert(base);
+            at = index.get(&base).and_then(|l| l.base);
+        }
+        stats.longest_chain = stats.longest_chain.max(depth);
     }
 }

@@ -98,6 +98,7 @@ fn snapshot_of(repo: &Arc<Repository>, content: Id, size: usize) -> Id {
         gid: 0,
         tags: vec![],
         parent: None,
+        sequence: 0,
         original: None,
         partial: false,
         summary: None,

@@ -142,6 +142,7 @@ fn check_passed_a_snapshot_whose_tree_has_duplicate_names() {
         gid: 0,
         tags: vec![],
         parent: None,
+        sequence: 0,
         original: None,
         partial: false,
         summary: None,

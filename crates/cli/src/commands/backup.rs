@@ -64,6 +64,17 @@ pub struct Args {
     /// end and samples spread over the file, `full` hashes all of it.
     #[arg(long, value_enum, default_value = "quick", value_name = "HOW")]
     append_verify: AppendVerifyArg,
+    /// Store changed files as deltas against their previous version:
+    /// `auto` does it for files of 4 MiB or more (until deltas stop paying
+    /// for a file), `off` only for --delta-pattern files. Streams and
+    /// databases always use deltas (format version 2 repositories).
+    #[arg(long, value_enum, default_value = "auto", value_name = "auto|off")]
+    delta: DeltaArg,
+    /// Files always stored as deltas against their previous version,
+    /// whatever their size (gitignore syntax, repeatable): disk images,
+    /// SQLite databases, mailboxes.
+    #[arg(long, value_name = "PATTERN")]
+    delta_pattern: Vec<String>,
     /// Commands and database dumps run at the same time.
     #[arg(long, default_value_t = strata_core::backup::DEFAULT_STREAM_JOBS, value_name = "N", value_parser = super::parse_threads)]
     dump_jobs: usize,
@@ -225,6 +236,11 @@ fn options(args: &Args) -> Result<BackupOptions> {
             "--append-only needs a pattern (gitignore syntax, e.g. `Data.fs` or `*.mbox`)"
         ));
     }
+    if args.delta_pattern.iter().any(|p| p.trim().is_empty()) {
+        bail!(strata_core::Error::invalid(
+            "--delta-pattern needs a pattern (gitignore syntax, e.g. `*.qcow2` or `*.sqlite`)"
+        ));
+    }
     if args.paths.is_empty() && sources.is_empty() {
         bail!(strata_core::Error::invalid(
             "nothing to back up: give a path, --stdin, --stdin-from-command, --command, --mysql or --postgres"
@@ -262,7 +278,18 @@ fn options(args: &Args) -> Result<BackupOptions> {
             AppendVerifyArg::Quick => backup::AppendVerify::Quick,
             AppendVerifyArg::Full => backup::AppendVerify::Full,
         },
+        delta: match args.delta {
+            DeltaArg::Auto => backup::DeltaMode::Auto,
+            DeltaArg::Off => backup::DeltaMode::Off,
+        },
+        delta_patterns: args.delta_pattern.clone(),
     })
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum DeltaArg {
+    Auto,
+    Off,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]

@@ -58,6 +58,8 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
             json!({"snapshots": stats.snapshots, "files": stats.files, "restore_size": stats.restore_size,
                    "unique_size": stats.unique_size, "stored_size": stats.stored_size, "blobs": stats.blobs,
                    "packs": stats.packs, "dedup_ratio": stats.dedup_ratio(), "compression_ratio": stats.compression_ratio(),
+                   "delta_blobs": stats.delta_blobs, "delta_size": stats.delta_size, "delta_stored": stats.delta_stored,
+                   "base_blobs": stats.base_blobs, "base_stored": stats.base_stored, "longest_chain": stats.longest_chain,
                    "per_snapshot": if args.mode == Mode::Added { Some(per) } else { None }})
         );
         return Ok(crate::exit::OK);
@@ -91,10 +93,29 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         stats.dedup_ratio()
     );
     outln!(
-        "Stored:             {}  (compression ×{:.2})",
+        "Stored:             {}  ({} ×{:.2})",
         bytes(stats.stored_size),
+        if stats.delta_blobs > 0 {
+            "compression and deltas"
+        } else {
+            "compression"
+        },
         stats.compression_ratio()
     );
     outln!("Blobs / packs:      {} / {}", stats.blobs, stats.packs);
+    if stats.delta_blobs > 0 {
+        outln!(
+            "Stored as deltas:   {} of data in {} ({}, chains up to {} long)",
+            bytes(stats.delta_size),
+            bytes(stats.delta_stored),
+            strata_core::format::count(stats.delta_blobs, "blob"),
+            stats.longest_chain
+        );
+        outln!(
+            "Bases of deltas:    {} in {} no snapshot here names",
+            bytes(stats.base_stored),
+            strata_core::format::count(stats.base_blobs, "blob")
+        );
+    }
     Ok(crate::exit::OK)
 }

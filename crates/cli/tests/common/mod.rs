@@ -62,6 +62,18 @@ impl Env {
             .success();
     }
 
+    /// Run `args` with `--json`; it must succeed and print one JSON value.
+    #[allow(dead_code)]
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.cmd().args(args).arg("--json").output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last_json(&out.stdout)
+    }
+
     pub fn snapshots(&self) -> Vec<Value> {
         json_array(self.cmd().args(["snapshots", "--json"]))
     }

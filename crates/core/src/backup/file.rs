@@ -7,10 +7,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::append::AppendPlan;
+use super::delta::{ChunkSaver, DeltaPlan};
 use super::Progress;
 use crate::chunker::{ChunkError, Chunker};
 use crate::error::Error;
-use crate::format::pack::BlobKind;
 use crate::format::tree::{Extent, Node};
 use crate::id::Id;
 use crate::packer::BlobSaver;
@@ -91,10 +91,13 @@ pub(super) fn save_file(
     path: &Path,
     mut node: Node,
     append: Option<&AppendPlan>,
+    delta: Option<DeltaPlan>,
     buf: &mut Vec<u8>,
     progress: &dyn Progress,
 ) -> (Node, Result<FileOutcome, FileError>) {
-    let result = read_and_save(saver, chunker, file, path, &mut node, append, buf, progress);
+    let result = read_and_save(
+        saver, chunker, file, path, &mut node, append, delta, buf, progress,
+    );
     if let Ok(outcome) = &result {
         progress.file_done(path, outcome);
     }
@@ -109,6 +112,7 @@ fn read_and_save(
     path: &Path,
     node: &mut Node,
     append: Option<&AppendPlan>,
+    delta: Option<DeltaPlan>,
     buf: &mut Vec<u8>,
     progress: &dyn Progress,
 ) -> Result<FileOutcome, FileError> {
@@ -148,15 +152,9 @@ fn read_and_save(
             "append-only file did not grow (or is sparse): read in full",
         );
     }
+    let mut chunks = ChunkSaver::new(saver, delta, start);
     let sink = |chunk: &[u8]| -> Result<(), Error> {
-        crate::interrupt::check()?;
-        let saved = saver.save(BlobKind::Data, chunk)?;
-        content.push(saved.id);
-        if saved.added {
-            outcome.blobs_added += 1;
-            outcome.data_added += chunk.len() as u64;
-            outcome.stored_added += saved.stored;
-        }
+        content.push(chunks.save(chunk, &mut outcome)?);
         Ok(())
     };
     let read = match &extents {

@@ -11,6 +11,8 @@
 //! before the index file that lists it, and the index before the snapshot.
 
 mod append;
+mod delta;
+use delta::DeltaPlan;
 mod file;
 mod prefetch;
 mod streams;
@@ -64,7 +66,27 @@ pub struct BackupOptions {
     /// Streams (commands, database dumps) read at the same time; 0 means
     /// one per core.
     pub stream_jobs: usize,
+    /// Whether changed files are stored as deltas against their previous
+    /// version (format version 2 repositories; streams always are).
+    pub delta: DeltaMode,
+    /// gitignore-style patterns of files stored as deltas whatever their
+    /// size, and without giving up (`--delta-pattern`).
+    pub delta_patterns: Vec<String>,
 }
+
+/// Which changed files a backup stores as deltas against their previous
+/// version (docs/design.md, "Delta storage").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeltaMode {
+    /// Files of at least [`DELTA_FILE_THRESHOLD`] bytes, until deltas stop
+    /// paying for one, and files matching a delta pattern.
+    #[default]
+    Auto,
+    /// Only files matching a delta pattern.
+    Off,
+}
+
+pub use delta::FILE_THRESHOLD as DELTA_FILE_THRESHOLD;
 
 impl BackupOptions {
     pub fn new(paths: Vec<PathBuf>) -> BackupOptions {
@@ -81,6 +103,8 @@ impl BackupOptions {
             stream_jobs: DEFAULT_STREAM_JOBS,
             append_only: Vec::new(),
             append_verify: AppendVerify::Quick,
+            delta: DeltaMode::Auto,
+            delta_patterns: Vec::new(),
         }
     }
 }
@@ -127,6 +151,9 @@ struct Job {
     node: Node,
     /// For a grown append-only file: its old chunks and where to restart.
     append: Option<append::AppendPlan>,
+    /// For a changed file stored with deltas: its previous version, and
+    /// whether deltas are forced by a pattern.
+    delta: Option<(delta::Previous, bool)>,
     reply: Sender<FileReply>,
 }
 
@@ -144,6 +171,8 @@ struct Walker<'a> {
     at_root: bool,
     append_only: Option<ignore::gitignore::Gitignore>,
     append_verify: AppendVerify,
+    delta: DeltaMode,
+    delta_patterns: Option<ignore::gitignore::Gitignore>,
 }
 
 /// Run a backup. Returns the new snapshot's id and the snapshot.
@@ -205,6 +234,8 @@ pub fn run(
     };
     let saver = BlobSaver::new(repo.clone());
     let previous = previous_streams(repo, &streams, parent.as_ref().map(|(_, s)| s));
+    // Numbers the backups of a series, to choose delta bases.
+    let sequence = parent.as_ref().map_or(0, |(_, s)| s.sequence + 1);
     // One reader per core: the walker opens files and asks the kernel to
     // read ahead, so workers rarely wait for the disk (docs/benchmarks.md).
     let threads = if opts.threads == 0 {
@@ -236,6 +267,11 @@ pub fn run(
             scope.spawn(move || {
                 let mut buf = Vec::new();
                 for job in rx {
+                    let plan = job.delta.as_ref().map(|(previous, forced)| DeltaPlan {
+                        previous,
+                        sequence,
+                        give_up: !forced,
+                    });
                     let outcome = file::save_file(
                         saver,
                         chunker,
@@ -243,6 +279,7 @@ pub fn run(
                         &job.path,
                         job.node,
                         job.append.as_ref(),
+                        plan,
                         &mut buf,
                         progress,
                     );
@@ -259,6 +296,7 @@ pub fn run(
                 opts.stream_jobs,
                 &stamp,
                 &previous,
+                sequence,
             )
         });
         let mut walker = Walker {
@@ -273,6 +311,8 @@ pub fn run(
             at_root: false,
             append_only: crate::walk::patterns(&opts.append_only, "--append-only")?,
             append_verify: opts.append_verify,
+            delta: opts.delta,
+            delta_patterns: crate::walk::patterns(&opts.delta_patterns, "--delta-pattern")?,
         };
         let nodes = walker.save_roots(&roots, parent_tree.as_ref());
         walk_done.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -330,6 +370,7 @@ pub fn run(
         gid: nix::unistd::getgid().as_raw(),
         tags: opts.tags.clone(),
         parent: parent.map(|(id, _)| id),
+        sequence,
         original: None,
         partial: summary.errors > 0,
         summary: Some(summary),
@@ -376,7 +417,7 @@ fn previous_streams(
     repo: &Repository,
     streams: &[Stream],
     parent: Option<&Snapshot>,
-) -> HashMap<crate::sources::StreamName, streams::Previous> {
+) -> HashMap<crate::sources::StreamName, delta::Previous> {
     let mut out = HashMap::new();
     let Some(parent) = parent.filter(|_| repo.deltas()) else {
         return out;
@@ -384,7 +425,7 @@ fn previous_streams(
     for s in streams {
         let node = repo.node_if_present(parent.tree, s.name.as_str().as_bytes());
         if let Some(content) = node.ok().flatten().and_then(|n| n.content) {
-            if let Some(p) = streams::Previous::new(repo, &content) {
+            if let Some(p) = delta::Previous::new(repo, &content) {
                 out.insert(s.name.clone(), p);
             }
         }
@@ -577,6 +618,10 @@ impl Walker<'_> {
                         parent.map(|p| p.content.clone().filter(|_| p.kind == NodeKind::File));
                     let (tx, rx) = bounded(1);
                     let append = self.append_plan(path, &node, parent);
+                    let delta = match &append {
+                        Some(_) => None,
+                        None => self.delta_plan(path, &node, parent),
+                    };
                     let job = Job {
                         path: path.to_path_buf(),
                         // Only the tail of a grown append-only file is read soon.
@@ -586,6 +631,7 @@ impl Walker<'_> {
                         },
                         node,
                         append,
+                        delta,
                         reply: tx,
                     };
                     self.jobs
@@ -788,6 +834,30 @@ impl Walker<'_> {
         // A small file is cheaper read whole than verified and tailed
         // (full verification reads it all anyway, and says what it finds).
         .filter(|plan| self.append_verify == AppendVerify::Full || plan.cost(node.size) < node.size)
+    }
+
+    /// The previous version of a changed file to store deltas against,
+    /// and whether a pattern forces them (else `--delta auto` may give up).
+    fn delta_plan(
+        &self,
+        path: &Path,
+        node: &Node,
+        parent: Option<&Node>,
+    ) -> Option<(delta::Previous, bool)> {
+        let repo = self.saver.repo();
+        let content = parent
+            .filter(|p| p.kind == NodeKind::File && repo.deltas())?
+            .content
+            .as_ref()?;
+        let forced = self
+            .delta_patterns
+            .as_ref()
+            .is_some_and(|p| p.matched(path, false).is_ignore());
+        let auto = self.delta == DeltaMode::Auto && node.size >= DELTA_FILE_THRESHOLD;
+        if !forced && !auto {
+            return None;
+        }
+        Some((delta::Previous::new(repo, content)?, forced))
     }
 
     fn fail(&mut self, path: &Path, message: &str) {

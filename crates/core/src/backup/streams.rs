@@ -14,12 +14,12 @@ use crossbeam_channel::unbounded;
 
 use crate::chunker::{ChunkError, Chunker};
 use crate::error::{Error, Result};
-use crate::format::pack::BlobKind;
 use crate::format::tree::{Node, NodeKind, Time};
 use crate::id::Id;
 use crate::packer::BlobSaver;
 use crate::sources::{command, Stream, StreamName, StreamSource};
 
+use super::delta::{ChunkSaver, DeltaPlan, Previous};
 use super::FileOutcome;
 
 /// How a stream ended: saved (its node and what reading it did), or
@@ -117,61 +117,6 @@ pub(super) fn check_names(streams: &[Stream], top_names: &[Vec<u8>]) -> Result<(
     Ok(())
 }
 
-/// A stream's previous version (the same name in the parent snapshot):
-/// where its chunks were, to store new chunks as deltas against the old
-/// ones they replace (format version 2 repositories only).
-pub(super) struct Previous {
-    /// Offset, length and id of each old chunk, in order.
-    chunks: Vec<(u64, u64, Id)>,
-}
-
-/// The longest chain of deltas a backup makes: a chunk whose base is this
-/// deep is stored whole, so that a restore decodes at most this many
-/// blobs per chunk (docs/design.md, "Delta storage").
-const CHAIN_LIMIT: usize = 8;
-
-impl Previous {
-    /// The previous version of a stream whose old content was `content`,
-    /// if every chunk's length is known.
-    pub(super) fn new(repo: &crate::repository::Repository, content: &[Id]) -> Option<Previous> {
-        let index = repo.index();
-        let mut offset = 0;
-        let mut chunks = Vec::with_capacity(content.len());
-        for id in content {
-            let len = u64::from(index.get(id)?.raw_length);
-            chunks.push((offset, len, *id));
-            offset += len;
-        }
-        Some(Previous { chunks })
-    }
-
-    /// The old chunk overlapping most the `len` bytes at `offset`: edits
-    /// before a chunk shift it a little, so its old version is there.
-    fn base_for(&self, offset: u64, len: u64) -> Option<Id> {
-        let first = self.chunks.partition_point(|(o, l, _)| o + l <= offset);
-        self.chunks[first..]
-            .iter()
-            .take_while(|(o, _, _)| *o < offset + len)
-            .max_by_key(|(o, l, _)| (o + l).min(offset + len) - (*o).max(offset))
-            .map(|c| c.2)
-    }
-}
-
-/// How many deltas deep `id` is (0: stored whole), up to the limit.
-fn chain_length(repo: &crate::repository::Repository, id: &Id) -> usize {
-    let index = repo.index();
-    let mut depth = 0;
-    let mut at = *id;
-    while let Some(base) = index.get(&at).and_then(|l| l.base) {
-        depth += 1;
-        if depth > CHAIN_LIMIT {
-            break;
-        }
-        at = base;
-    }
-    depth
-}
-
 /// Save every stream, `jobs` at a time. A repository failure or an
 /// interruption stops them all (`Err`); a stream that fails is a result.
 pub(super) fn save_all(
@@ -181,6 +126,7 @@ pub(super) fn save_all(
     jobs: usize,
     stamp: &Stamp,
     previous: &std::collections::HashMap<StreamName, Previous>,
+    sequence: u64,
 ) -> Result<Vec<StreamResult>> {
     if streams.is_empty() {
         return Ok(Vec::new());
@@ -207,7 +153,7 @@ pub(super) fn save_all(
                             break;
                         }
                         let name = stream.name.clone();
-                        let before = previous.get(&name);
+                        let before = previous.get(&name).map(|p| (p, sequence));
                         let saved = save_one(saver, chunker, stream, before, &mut buf)
                             .inspect_err(|_| {
                                 // The backup fails: stop the other streams.
@@ -254,7 +200,7 @@ fn save_one(
     saver: &BlobSaver,
     chunker: &Chunker,
     stream: Stream,
-    previous: Option<&Previous>,
+    previous: Option<(&Previous, u64)>,
     buf: &mut Vec<u8>,
 ) -> Result<std::result::Result<(Vec<Id>, FileOutcome), String>> {
     crate::interrupt::check()?;
@@ -303,39 +249,19 @@ fn chunk_into(
     saver: &BlobSaver,
     chunker: &Chunker,
     reader: &mut dyn Read,
-    previous: Option<&Previous>,
+    previous: Option<(&Previous, u64)>,
     buf: &mut Vec<u8>,
 ) -> Result<std::io::Result<(Vec<Id>, FileOutcome)>> {
     let mut ids = Vec::new();
     let mut outcome = FileOutcome::default();
-    let mut offset = 0u64;
-    // Consecutive new chunks often share a base: read it once.
-    let mut base_read: Option<(Id, Vec<u8>)> = None;
+    let plan = previous.map(|(previous, sequence)| DeltaPlan {
+        previous,
+        sequence,
+        give_up: false,
+    });
+    let mut chunks = ChunkSaver::new(saver, plan, 0);
     let sink = |chunk: &[u8]| -> Result<()> {
-        crate::interrupt::check()?;
-        let repo = saver.repo();
-        let id = repo.key().blob_id(chunk);
-        let base = previous
-            .filter(|_| repo.deltas() && !saver.known(&id))
-            .and_then(|p| p.base_for(offset, chunk.len() as u64))
-            .filter(|b| chain_length(repo, b) < CHAIN_LIMIT);
-        if let Some(b) = base {
-            if base_read.as_ref().is_none_or(|(have, _)| *have != b) {
-                // A base that cannot be read costs the saving, not the backup.
-                base_read = repo.read_blob(&b).ok().map(|plain| (b, plain));
-            }
-        }
-        let saved = match (base, &base_read) {
-            (Some(b), Some((have, plain))) if *have == b => saver.save_delta(chunk, b, plain)?,
-            _ => saver.save_with_id(BlobKind::Data, id, chunk)?,
-        };
-        offset += chunk.len() as u64;
-        ids.push(saved.id);
-        if saved.added {
-            outcome.blobs_added += 1;
-            outcome.data_added += chunk.len() as u64;
-            outcome.stored_added += saved.stored;
-        }
+        ids.push(chunks.save(chunk, &mut outcome)?);
         Ok(())
     };
     match chunker.chunk(reader, buf, sink) {

@@ -29,6 +29,11 @@ pub struct Snapshot {
     pub tags: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<Id>,
+    /// How many backups came before this one, following parents: the
+    /// parent's sequence plus one (0 without a parent). Chooses the bases
+    /// of deltas (docs/design.md, "Delta storage").
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sequence: u64,
     /// Set by `repair snapshots`: the damaged snapshot this one replaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<Id>,
@@ -169,6 +174,7 @@ mod stored_path_tests {
             gid: 0,
             tags: vec![],
             parent: None,
+            sequence: 0,
             original: None,
             partial: false,
             summary: None,

@@ -57,6 +57,7 @@ fn sample_stream_snapshot() -> crate::format::snapshot::Snapshot {
         gid: 0,
         tags: vec![],
         parent: None,
+        sequence: 0,
         original: None,
         partial: false,
         summary: None,

@@ -302,6 +302,7 @@ mod tests {
             gid: 0,
             tags: tags.iter().map(|t| t.to_string()).collect(),
             parent: None,
+            sequence: 0,
             original: None,
             partial: false,
             summary: None,

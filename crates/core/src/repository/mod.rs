@@ -359,6 +359,12 @@ impl Repository {
         self.read_blob_avoiding(id, None)
     }
 
+    /// The plaintext of a blob a backup would store a delta against, or
+    /// `None` when it cannot be read (the chunk is then stored whole).
+    pub fn read_base(&self, id: &Id) -> Option<Vec<u8>> {
+        self.read_blob(id).ok()
+    }
+
     /// [`Repository::read_blob`] from any copy but the one in `avoid`, a
     /// pack whose copy the caller already found damaged.
     pub fn read_blob_avoiding(&self, id: &Id, avoid: Option<&Id>) -> Result<Vec<u8>> {
