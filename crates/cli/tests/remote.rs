@@ -666,3 +666,99 @@ fn sftp_check_reads_the_storage_not_the_cache() {
         String::from_utf8_lossy(&checked.stderr)
     );
 }
+
+/// Deltas on a remote repository take their bases from the local cache:
+/// the second version of a dump costs its changes and downloads far less
+/// than the dump; with the cache's blobs gone, the next backup stores the
+/// changed chunks whole instead of downloading bases, and every version
+/// restores exactly.
+#[test]
+fn s3_deltas_take_their_bases_from_the_cache_never_the_server() {
+    let Some(direct) = remote("STRATA_TEST_S3") else {
+        return;
+    };
+    let proxy = Proxy::start(server_address("STRATA_TEST_S3").unwrap(), u64::MAX);
+    let via = through("STRATA_TEST_S3", &direct, proxy.port);
+    let env = Env::new();
+    ok(&command(
+        &env,
+        &direct,
+        &[
+            "init",
+            "--deltas",
+            "--kdf-memory",
+            "1",
+            "--kdf-iterations",
+            "1",
+        ],
+    ));
+    let file = env.path("dump.bin");
+    let mut dump = pseudo_random(8 << 20, 5);
+    let mut versions = Vec::new();
+    let mut backup = |dump: &[u8], round: usize| {
+        std::fs::write(&file, dump).unwrap();
+        let before = proxy.downloaded();
+        let out = command_cached(
+            &env,
+            &via,
+            &[
+                "backup",
+                "--json",
+                "--stdin-from-command",
+                "--stdin-filename",
+                "db.bin",
+                "--",
+                "cat",
+                file.to_str().unwrap(),
+            ],
+            true,
+        );
+        ok(&out);
+        let summary = common::last_json(&out.stdout);
+        let downloaded = proxy.downloaded() - before;
+        assert!(
+            downloaded < 1 << 20,
+            "round {round}: {downloaded} bytes downloaded"
+        );
+        summary["summary"]["data_added_stored"].as_u64().unwrap()
+    };
+    let change = |dump: &mut Vec<u8>, round: usize| {
+        for i in 0..8 {
+            let at = (i * 1_000_003 + round * 7919) % (dump.len() - 100);
+            dump[at..at + 100].copy_from_slice(&pseudo_random(100, (round * 10 + i) as u64));
+        }
+    };
+    versions.push(dump.clone());
+    let first = backup(&dump, 0);
+    change(&mut dump, 1);
+    versions.push(dump.clone());
+    let second = backup(&dump, 1);
+    assert!(second * 20 < first, "deltas: {second} after {first}");
+    let blobs = cache_files(&env.home().join(".cache/strata"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/blobs/"))
+        .collect::<Vec<_>>();
+    assert!(!blobs.is_empty(), "no blob kept in the cache");
+    for b in &blobs {
+        std::fs::remove_file(b).unwrap();
+    }
+    change(&mut dump, 2);
+    versions.push(dump.clone());
+    let third = backup(&dump, 2);
+    assert!(third > 2 << 20, "without bases, chunks are whole: {third}");
+    let snapshots = command(&env, &direct, &["snapshots", "--json"]);
+    let ids: Vec<String> = serde_json::from_slice::<Vec<serde_json::Value>>(&snapshots.stdout)
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    for (id, want) in ids.iter().zip(&versions) {
+        let out = command(&env, &direct, &["dump", id, "db.bin"]);
+        ok(&out);
+        assert!(
+            out.stdout == *want,
+            "snapshot {id} does not restore exactly"
+        );
+    }
+}

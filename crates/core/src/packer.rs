@@ -125,6 +125,17 @@ impl BlobSaver {
     }
 
     pub fn save_with_id(&self, kind: BlobKind, id: Id, plain: &[u8]) -> Result<Saved> {
+        self.save_whole(kind, id, plain, false)
+    }
+
+    /// Save a data chunk of content stored with deltas: like
+    /// [`BlobSaver::save_with_id`], and kept by storage that keeps blobs
+    /// locally, as a base for the next backup.
+    pub fn save_kept(&self, id: Id, plain: &[u8]) -> Result<Saved> {
+        self.save_whole(BlobKind::Data, id, plain, true)
+    }
+
+    fn save_whole(&self, kind: BlobKind, id: Id, plain: &[u8], keep: bool) -> Result<Saved> {
         if self.repo.index().contains(&id) || !lock(&self.seen).insert(id) {
             return Ok(Saved {
                 id,
@@ -139,7 +150,11 @@ impl BlobSaver {
             sealed.resize(NONCE_LEN, 0);
             encode_payload_into(plain, self.repo.config().compression, sealed);
             self.repo.key().seal_in_place(kind.ad(), sealed);
-            self.append(kind, id, plain.len(), sealed)
+            let saved = self.append(kind, id, plain.len(), sealed)?;
+            if keep {
+                self.repo.storage().keep_blob(&id, sealed);
+            }
+            Ok(saved)
         })
     }
 
@@ -152,7 +167,7 @@ impl BlobSaver {
         let id = self.repo.key().blob_id(plain);
         let usable = self.repo.deltas() && base != id && self.known(&base);
         if !usable || self.repo.index().contains(&id) || lock(&self.seen).contains(&id) {
-            return self.save_with_id(BlobKind::Data, id, plain);
+            return self.save_kept(id, plain);
         }
         let level = self.repo.config().compression;
         let delta = crate::format::delta::encode_delta(plain, &base, base_plain, level);
@@ -173,9 +188,12 @@ impl BlobSaver {
                 self.repo
                     .key()
                     .seal_in_place(BlobKind::Data.ad(), &mut sealed);
-                self.append_entry(BlobKind::Data, id, plain.len(), &sealed, Some(base))
+                let saved =
+                    self.append_entry(BlobKind::Data, id, plain.len(), &sealed, Some(base))?;
+                self.repo.storage().keep_blob(&id, &sealed);
+                Ok(saved)
             }
-            _ => self.save_with_id(BlobKind::Data, id, plain),
+            _ => self.save_kept(id, plain),
         }
     }
 

@@ -100,6 +100,9 @@ fn chain(repo: &Repository, id: &Id) -> Option<Vec<Id>> {
 pub(super) struct ChunkSaver<'a> {
     saver: &'a BlobSaver,
     plan: Option<DeltaPlan<'a>>,
+    /// New chunks are kept in the local cache of a remote repository, as
+    /// bases for the next version.
+    keep: bool,
     /// Where the next chunk starts in the content.
     offset: u64,
     /// Consecutive new chunks often share a base: read it once.
@@ -108,12 +111,20 @@ pub(super) struct ChunkSaver<'a> {
 }
 
 impl<'a> ChunkSaver<'a> {
-    /// Chunks from `offset` on (a grown file's tail starts past its old end).
-    pub(super) fn new(saver: &'a BlobSaver, plan: Option<DeltaPlan<'a>>, offset: u64) -> Self {
-        let plan = plan.filter(|_| saver.repo().deltas());
+    /// Chunks from `offset` on (a grown file's tail starts past its old
+    /// end); `keep`: content whose next version will want these chunks as
+    /// bases (streams: always; files: once they changed).
+    pub(super) fn new(
+        saver: &'a BlobSaver,
+        plan: Option<DeltaPlan<'a>>,
+        keep: bool,
+        offset: u64,
+    ) -> Self {
+        let deltas = saver.repo().deltas();
         ChunkSaver {
             saver,
-            plan,
+            keep: keep && deltas,
+            plan: plan.filter(|_| deltas),
             offset,
             base_read: None,
             misses: 0,
@@ -140,6 +151,7 @@ impl<'a> ChunkSaver<'a> {
                 }
                 saved
             }
+            None if self.keep => self.saver.save_kept(id, chunk)?,
             None => self.saver.save_with_id(BlobKind::Data, id, chunk)?,
         };
         self.offset += chunk.len() as u64;

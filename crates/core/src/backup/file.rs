@@ -152,7 +152,8 @@ fn read_and_save(
             "append-only file did not grow (or is sparse): read in full",
         );
     }
-    let mut chunks = ChunkSaver::new(saver, delta, start);
+    let keep = delta.is_some();
+    let mut chunks = ChunkSaver::new(saver, delta, keep, start);
     let sink = |chunk: &[u8]| -> Result<(), Error> {
         content.push(chunks.save(chunk, &mut outcome)?);
         Ok(())

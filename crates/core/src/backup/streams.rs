@@ -259,7 +259,7 @@ fn chunk_into(
         sequence,
         give_up: false,
     });
-    let mut chunks = ChunkSaver::new(saver, plan, 0);
+    let mut chunks = ChunkSaver::new(saver, plan, true, 0);
     let sink = |chunk: &[u8]| -> Result<()> {
         ids.push(chunks.save(chunk, &mut outcome)?);
         Ok(())

@@ -45,6 +45,9 @@ thread_local! {
     /// How deep in a chain of deltas this thread is decoding: a hostile
     /// repository could make one go round in circles or very deep.
     static DELTA_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Set while this thread reads the base of a new delta from storage
+    /// that keeps blobs: only kept blobs may be used, nothing downloaded.
+    static KEPT_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 impl Repository {
@@ -361,8 +364,36 @@ impl Repository {
 
     /// The plaintext of a blob a backup would store a delta against, or
     /// `None` when it cannot be read (the chunk is then stored whole).
+    /// On storage that keeps blobs locally (a remote repository's cache),
+    /// only kept blobs are read: bases are never downloaded.
     pub fn read_base(&self, id: &Id) -> Option<Vec<u8>> {
-        self.read_blob(id).ok()
+        if !self.storage.keeps_blobs() {
+            return self.read_blob(id).ok();
+        }
+        KEPT_ONLY.with(|k| k.set(true));
+        let plain = self.read_blob(id).ok();
+        KEPT_ONLY.with(|k| k.set(false));
+        plain
+    }
+
+    /// A data blob from the blobs the storage keeps locally, verified like
+    /// any blob read; a copy that fails is forgotten.
+    fn read_kept(&self, id: &Id) -> Option<Vec<u8>> {
+        let raw_length = self
+            .index()
+            .get(id)
+            .filter(|l| l.kind == BlobKind::Data)
+            .map(|l| l.raw_length)?;
+        let sealed = self.storage.kept_blob(id)?;
+        match self.open_blob(id, BlobKind::Data, &sealed, raw_length) {
+            Ok(plain) => Some(plain),
+            // Not a base that is not kept (the caller reads it elsewhere).
+            Err(e) if e.kind() == ErrorKind::Corrupted => {
+                self.storage.drop_kept_blob(id);
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// [`Repository::read_blob`] from any copy but the one in `avoid`, a
@@ -384,6 +415,14 @@ impl Repository {
     /// Try the copies in turn; `vanished` is set when a pack the index
     /// names was missing from storage.
     fn read_any_copy(&self, id: &Id, avoid: Option<&Id>, vanished: &mut bool) -> Result<Vec<u8>> {
+        if self.storage.keeps_blobs() {
+            if let Some(plain) = self.read_kept(id) {
+                return Ok(plain);
+            }
+            if KEPT_ONLY.with(|k| k.get()) {
+                return Err(Error::invalid(format!("blob {id} is not kept locally")));
+            }
+        }
         let copies = self.index().locations(id);
         let mut failed: Option<Error> = None;
         let mut others = 0;

@@ -27,6 +27,9 @@ use crate::id::Id;
 /// Temporary files older than this were left by a process that died.
 const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// Kept blobs (bases of deltas) not used for this long are deleted.
+const KEPT_BLOB_LIFE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
 pub struct CachedStorage<S> {
     inner: S,
     dir: PathBuf,
@@ -38,6 +41,8 @@ pub struct CachedStorage<S> {
     /// Held while a pack is fetched, so that readers of the same pack wait
     /// for one download instead of starting their own.
     fetching: [Mutex<()>; 16],
+    /// Kept blobs unused for [`KEPT_BLOB_LIFE`] were deleted by this process.
+    swept: AtomicBool,
 }
 
 impl<S: Storage> CachedStorage<S> {
@@ -49,6 +54,32 @@ impl<S: Storage> CachedStorage<S> {
             verified: Mutex::default(),
             unusable: AtomicBool::new(false),
             fetching: Default::default(),
+            swept: AtomicBool::new(false),
+        }
+    }
+
+    fn blob_path(&self, id: &Id) -> PathBuf {
+        let hex = id.to_hex();
+        self.dir.join("blobs").join(&hex[..2]).join(hex)
+    }
+
+    /// Delete kept blobs no backup used for [`KEPT_BLOB_LIFE`] (reading
+    /// one marks it used), and their temporary files left by a crash.
+    fn sweep_kept_blobs(&self) {
+        if self.swept.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let dirs = fs::read_dir(self.dir.join("blobs")).into_iter().flatten();
+        for dir in dirs.flatten() {
+            for file in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+                let old = file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > KEPT_BLOB_LIFE));
+                if old {
+                    let _ = fs::remove_file(file.path());
+                }
+            }
         }
     }
 
@@ -290,6 +321,30 @@ impl<S: Storage> Storage for CachedStorage<S> {
         remove: bool,
     ) -> Result<Vec<ObjectInfo>> {
         self.inner.stale_temporaries(older_than, remove)
+    }
+
+    fn keeps_blobs(&self) -> bool {
+        true
+    }
+
+    fn kept_blob(&self, id: &Id) -> Option<Vec<u8>> {
+        let path = self.blob_path(id);
+        let file = fs::File::open(&path).ok()?;
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut data).ok()?;
+        // Used: kept for another KEPT_BLOB_LIFE.
+        let _ = file.set_modified(std::time::SystemTime::now());
+        Some(data)
+    }
+
+    fn keep_blob(&self, id: &Id, sealed: &[u8]) {
+        self.sweep_kept_blobs();
+        self.put(&self.blob_path(id), sealed);
+    }
+
+    fn drop_kept_blob(&self, id: &Id) {
+        tracing::warn!("cache: kept blob {id} is damaged; not used");
+        let _ = fs::remove_file(self.blob_path(id));
     }
 
     fn create_metadata_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {

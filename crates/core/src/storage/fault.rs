@@ -215,6 +215,18 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     fn create_metadata_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
         (**self).create_metadata_writer(kind)
     }
+    fn keeps_blobs(&self) -> bool {
+        (**self).keeps_blobs()
+    }
+    fn kept_blob(&self, id: &crate::id::Id) -> Option<Vec<u8>> {
+        (**self).kept_blob(id)
+    }
+    fn keep_blob(&self, id: &crate::id::Id, sealed: &[u8]) {
+        (**self).keep_blob(id, sealed)
+    }
+    fn drop_kept_blob(&self, id: &crate::id::Id) {
+        (**self).drop_kept_blob(id)
+    }
     fn stale_temporaries(
         &self,
         older_than: std::time::Duration,

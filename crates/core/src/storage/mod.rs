@@ -23,6 +23,7 @@ pub use local::LocalStorage;
 pub use memory::MemoryStorage;
 
 use crate::error::Result;
+use crate::id::Id;
 
 /// The kinds of objects a repository holds; each is its own namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,6 +124,26 @@ pub trait Storage: Send + Sync {
     /// dropping an unfinished writer discards what was written. The same
     /// atomicity and durability as [`Storage::write`] apply on finish.
     fn create_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>>;
+
+    /// Whether this storage keeps blobs in a local cache
+    /// ([`Storage::keep_blob`]): a backup then takes the bases of deltas
+    /// only from there and never downloads them.
+    fn keeps_blobs(&self) -> bool {
+        false
+    }
+
+    /// The sealed bytes of a blob kept by [`Storage::keep_blob`], not
+    /// verified: the caller opens them with the key and checks the id.
+    fn kept_blob(&self, _id: &Id) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Keep a data blob's sealed bytes locally, as a base for the next
+    /// backup's deltas. Failures cost only that saving.
+    fn keep_blob(&self, _id: &Id, _sealed: &[u8]) {}
+
+    /// Forget a kept blob that failed to verify.
+    fn drop_kept_blob(&self, _id: &Id) {}
 
     /// [`Storage::read_range`] of an object holding repository metadata
     /// (a pack of trees) that most commands read again: a caching storage
