@@ -827,7 +827,7 @@ fn cat_and_long_listings_show_the_objects() {
         serde_json::from_slice(&out.stdout).unwrap()
     };
     let config = json(&["cat", "config"]);
-    assert_eq!(config["version"], 1);
+    assert_eq!(config["version"], 2);
     assert_eq!(config["chunker"]["avg_size"], 1 << 20);
     let snap = json(&["cat", "snapshot", "latest"]);
     let tree = json(&["cat", "tree", "latest"]);

@@ -1,4 +1,4 @@
-//! Delta storage of streams (`init --deltas`, format version 2): an hourly
+//! Delta storage of streams (format version 2, the default): an hourly
 //! dump with rows changed all over costs the changes, every version
 //! restores exactly, chains stay bounded, prune keeps what kept versions
 //! need, and damage in a base is found.
@@ -80,7 +80,7 @@ fn dump_of(env: &Env, snapshot: &str) -> Vec<u8> {
 }
 
 fn init_deltas(env: &Env) {
-    env.init_with(&["--deltas"]);
+    env.init();
 }
 
 #[test]
@@ -246,7 +246,7 @@ fn delta_off_stores_changed_files_whole_and_a_pattern_forces_deltas_on_small_fil
 #[test]
 fn a_repository_without_deltas_stores_whole_chunks() {
     let env = Env::new();
-    env.init();
+    env.init_with(&["--format-version", "1"]);
     let file = env.path("dump.sql");
     let mut table = Table::new(80_000);
     let first = backup(&env, &table.dump(), &file)["summary"]["data_added_stored"]

@@ -683,19 +683,12 @@ fn s3_deltas_take_their_bases_from_the_cache_never_the_server() {
     ok(&command(
         &env,
         &direct,
-        &[
-            "init",
-            "--deltas",
-            "--kdf-memory",
-            "1",
-            "--kdf-iterations",
-            "1",
-        ],
+        &["init", "--kdf-memory", "1", "--kdf-iterations", "1"],
     ));
     let file = env.path("dump.bin");
     let mut dump = pseudo_random(8 << 20, 5);
     let mut versions = Vec::new();
-    let mut backup = |dump: &[u8], round: usize| {
+    let backup = |dump: &[u8], round: usize| {
         std::fs::write(&file, dump).unwrap();
         let before = proxy.downloaded();
         let out = command_cached(

@@ -186,7 +186,9 @@ fn a_flipped_byte_in_a_base_is_damage_in_every_delta_built_on_it() {
 #[test]
 fn a_format_1_repository_stores_no_deltas() {
     let storage = Arc::new(MemoryStorage::new());
-    let repo = Arc::new(Repository::init_with(storage, b"pw", KDF, small_config()).unwrap());
+    let mut config = small_config();
+    config.version = strata_core::format::VERSION;
+    let repo = Arc::new(Repository::init_with(storage, b"pw", KDF, config).unwrap());
     let versions = versions(2);
     let saver = BlobSaver::new(repo.clone());
     let base = saver.save(BlobKind::Data, &versions[0]).unwrap().id;

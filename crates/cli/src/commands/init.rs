@@ -22,12 +22,12 @@ pub struct Args {
         allow_negative_numbers = true
     )]
     compression: i32,
-    /// Allow delta blobs (format version 2, experimental): a changed chunk
-    /// of a stream (database dump, command output) is stored as its
-    /// difference from the previous version. Older strata cannot read such
-    /// a repository.
-    #[arg(long)]
-    deltas: bool,
+    /// Repository format version: 2 (the default) stores changed chunks of
+    /// dumps and big files as deltas against their previous version; 1 has
+    /// no deltas and is readable by strata before version 2 existed.
+    #[arg(long, default_value_t = strata_core::format::VERSION_DELTAS, value_name = "1|2",
+          value_parser = clap::value_parser!(u32).range(1..=2))]
+    format_version: u32,
 }
 
 pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
@@ -56,13 +56,11 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         iterations: args.kdf_iterations.max(1),
         parallelism: 1,
     };
-    let mut config = strata_core::format::config::Config {
+    let config = strata_core::format::config::Config {
         compression: args.compression,
+        version: args.format_version,
         ..Default::default()
     };
-    if args.deltas {
-        config.version = strata_core::format::VERSION_DELTAS;
-    }
     let repo = Repository::init_with(repo::storage(&loc)?, pw.as_bytes(), kdf, config)?;
     if global.json {
         crate::output::json_line(&serde_json::json!({

@@ -30,7 +30,7 @@ pub struct ChunkerParams {
 impl Config {
     pub fn new() -> Config {
         Config {
-            version: super::VERSION,
+            version: super::VERSION_DELTAS,
             id: hex::encode(random_bytes::<16>()),
             chunker: ChunkerParams {
                 seed: u64::from_le_bytes(random_bytes()),

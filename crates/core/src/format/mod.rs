@@ -25,10 +25,11 @@ use serde::Serialize;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 
-/// The repository format version this program writes and reads.
+/// The version of the objects this program writes (index files, snapshots),
+/// and the first repository format version, without delta blobs.
 pub const VERSION: u32 = 1;
 /// The repository format version that allows delta blobs (docs/format.md,
-/// "Delta blobs"); this strata reads it, and does not write deltas yet.
+/// "Delta blobs"): what `init` makes unless asked for version 1.
 pub const VERSION_DELTAS: u32 = 2;
 
 const STORED: u8 = 0;
