@@ -80,6 +80,8 @@ enum Command {
     Repair(commands::repair::Args),
     /// Remove stale locks (of processes of this host that are gone).
     Unlock(commands::unlock::Args),
+    /// Upgrade a format version 1 repository to version 2 (delta storage).
+    Upgrade(commands::upgrade::Args),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
         Command::Stats(a) => commands::stats::run(&cli.global, a),
         Command::Repair(a) => commands::repair::run(&cli.global, a),
         Command::Unlock(a) => commands::unlock::run(&cli.global, a),
+        Command::Upgrade(a) => commands::upgrade::run(&cli.global, a),
         Command::Prune(a) => commands::prune::run(&cli.global, a),
     };
     match result {

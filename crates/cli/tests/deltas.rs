@@ -370,3 +370,32 @@ fn repair_snapshots_left_deltas_whose_base_was_gone() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn upgrade_turns_a_format_1_repository_into_one_with_deltas() {
+    let env = Env::new();
+    env.init_with(&["--format-version", "1"]);
+    let file = env.path("dump.sql");
+    let mut table = Table::new(40_000);
+    let first = table.dump();
+    let full = backup(&env, &first, &file)["summary"]["data_added_stored"]
+        .as_u64()
+        .unwrap();
+    let out = env.cmd().arg("upgrade").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("from format version 1 to 2"));
+    assert_eq!(env.json(&["cat", "config"])["version"], 2);
+    table.change(40);
+    let second = table.dump();
+    let delta = backup(&env, &second, &file)["summary"]["data_added_stored"]
+        .as_u64()
+        .unwrap();
+    assert!(delta * 20 < full, "after upgrade: {delta} of {full}");
+    let again = env.cmd().arg("upgrade").output().unwrap();
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already"));
+    let snaps = env.snapshots();
+    assert_eq!(dump_of(&env, snaps[0]["id"].as_str().unwrap()), first);
+    assert_eq!(dump_of(&env, snaps[1]["id"].as_str().unwrap()), second);
+    env.cmd().args(["check", "--read-data"]).assert().success();
+}

@@ -15,6 +15,7 @@ pub mod restore_db;
 pub mod snapshots;
 pub mod stats;
 pub mod unlock;
+pub mod upgrade;
 
 use std::ffi::OsStr;
 use std::path::Path;

@@ -71,7 +71,7 @@ impl Env {
             "{args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        last_json(&out.stdout)
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| last_json(&out.stdout))
     }
 
     pub fn snapshots(&self) -> Vec<Value> {

@@ -93,6 +93,31 @@ impl Repository {
         })
     }
 
+    /// Rewrite the config as format version 2, which allows delta blobs
+    /// (docs/format.md): from then on, backups store deltas and strata from
+    /// before version 2 refuse the repository. Takes an exclusive lock, so
+    /// that no running command sees the change halfway. Returns the version
+    /// the repository had; one already at version 2 is left as it is.
+    pub fn upgrade(&self) -> Result<u32> {
+        let _lock = self.lock(crate::repository::LockKind::Exclusive)?;
+        let was = self.config.version;
+        if was >= crate::format::VERSION_DELTAS {
+            return Ok(was);
+        }
+        let config = Config {
+            version: crate::format::VERSION_DELTAS,
+            ..self.config.clone()
+        };
+        // One atomic write (every storage writes objects whole): a crash
+        // leaves the old config or the new one.
+        self.storage.write(
+            ObjectKind::Config,
+            "config",
+            &seal_object(&self.key, ad::CONFIG, &config, 3),
+        )?;
+        Ok(was)
+    }
+
     /// Whether `storage` holds a repository, without a password: an error
     /// of kind `RepositoryNotFound` if it holds nothing, `Corrupted` if it
     /// holds a repository's objects but no config.
