@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Streams benchmark: database dumps and a growing file, strata vs restic vs borg.
+"""Streams benchmark: database dumps, a growing file and a disk image,
+strata vs restic vs borg.
 
 Normally started through bench/streams.sh, which installs the tools first.
 
@@ -11,12 +12,21 @@ Hour 0 backs up the fresh database (the initial full backup); then, for each
 of BENCH_HOURS hours, 0.1% of the rows (chosen uniformly) get a new value in
 column b, 300 rows are inserted and 300 deleted, and every variant backs up:
 
-  strata-mysql  strata backup --mysql bench --mysql-defaults-file my.cnf
-  strata-delta  the same into a repository made with `init --deltas`
-                (strata runs mariadb-dump itself, with extended inserts)
+  strata-mysql  strata backup --mysql bench --mysql-defaults-file my.cnf, into
+                a repository made with `init --format-version 1`: no deltas,
+                the baseline (strata runs mariadb-dump itself, with extended
+                inserts, and stores it as mysql/bench.sql)
+  strata-delta  the same into a repository made with plain `init` (format
+                version 2, where streams are always stored with deltas)
   strata-cmd    strata backup --command 'bench.sql=mariadb-dump ... --skip-extended-insert ...'
+                (plain `init`: deltas)
   restic        mariadb-dump ... --skip-extended-insert ... | restic backup --stdin
   borg          mariadb-dump ... --skip-extended-insert ... | borg create ... -
+
+Every backup of hour h is given the snapshot time 2026-01-01 00:00 local
+time plus h hours (strata and restic `--time`, borg `--timestamp`), so that
+the hourly and daily rules of forget mean what they say. The issue's figures
+use BENCH_HOURS=48 (49 backups); the default stays 12.
 
 Measured per backup: bytes added to the repository (`du -sb` before and
 after), wall time of the whole command (dump and backup together) and peak
@@ -24,6 +34,29 @@ RSS of the backup tool: GNU time runs around the tool only, so the dump
 process of the restic/borg pipelines is not counted; for strata, which runs
 mariadb-dump as its own child, the figure is the larger of the two (the
 kernel reports the maximum over a process and the children it reaped).
+After each hour's backups (untimed), the benchmark itself dumps the database
+the way strata --mysql does and the way the others do, and keeps the
+sha256 of each: the reference a restored dump of that hour must match.
+
+After the hours (MariaDB stopped), for every variant with snapshots:
+  1. restore the first (hour 0) and the newest dump to /dev/null (`strata
+     dump SNAPSHOT mysql/bench.sql`, `restic dump`, `borg extract --stdout`)
+     under GNU time (wall time, peak RSS);
+  2. forget --keep-hourly BENCH_KEEP_HOURLY --keep-daily BENCH_KEEP_DAILY
+     with prune (strata `forget ... --prune`, restic `forget ... --prune`,
+     borg `prune ...` then `borg compact`), timed, with the repository's
+     `du -sb` change and the bytes the tool wrote (`wchar` of /proc/<pid>/io
+     of a shell that ran it: every write() call, pack files included);
+  3. the repository size after it, and which hours are kept;
+  4. restore the oldest kept and the newest dump the same way;
+  5. strata: `stats --json` (delta_blobs, delta_stored, base_blobs,
+     longest_chain...).
+Each restore is run a second time, untimed, into sha256sum, and compared
+with that hour's reference. The report gives restore times as ratios to the
+first restore, the repository after prune against "one compressed dump"
+(what hour 0 added to the strata-mysql repository), and the per-hour
+figures with prune's cost spread over the hours: its net `du` change, and
+(what the issue's "re-basing/repacking costs" mean) the bytes it wrote.
 
 Case 2, growing file ("grow"). A file data.fs of BENCH_GROW_SIZE
 incompressible bytes in a directory; BENCH_GROW_ROUNDS backups of the
@@ -33,6 +66,9 @@ directory, the file growing by BENCH_GROW_STEP before each but the first:
   strata-plain   strata backup DIR                 (reads a changed file whole)
   restic         restic backup DIR
   borg           borg create ... DIR
+
+(strata repositories of this case and the next are made with plain `init`,
+format version 2; backups use the default `--delta auto` unless told.)
 
 Measured per backup: wall time, bytes read by the tool and its children
 (`rchar`: all read() calls, cached or not; `read_bytes`: what had to come
@@ -44,35 +80,64 @@ growing the file the benchmark waits BENCH_GROW_SETTLE seconds: strata does
 not trust a parent snapshot's entry for a file changed less than a second
 before that backup began, and the growth itself must not look like that.
 
+Case 3, disk image ("image"). A file disk.img of BENCH_IMAGE_SIZE random
+bytes in a directory, like a VM image; BENCH_IMAGE_ROUNDS backups of the
+directory, with BENCH_IMAGE_WRITES random 4 KiB writes (offsets aligned to
+4 KiB, random bytes, then fsync) before each but the first, and a wait of
+BENCH_GROW_SETTLE seconds after them:
+
+  strata          strata backup DIR               (default: --delta auto)
+  strata-nodelta  strata backup DIR --delta off
+  restic          restic backup DIR
+  borg            borg create ... DIR
+
+Measured per backup: bytes added (`du -sb`), wall time, peak RSS; the page
+cache is left alone (the image fits in memory, so each tool reads it from
+the cache and the times compare the tools' work). The sha256 of the image
+is kept after each round. After the rounds, every variant restores the
+first and the newest version of the file to /dev/null (strata `dump`,
+restic `dump`, borg `extract --stdout`), timed, then again into sha256sum
+to compare; strata variants also record `stats --json`.
+
 All variants back up the same states: each hour (round) changes the data
 once, then the variants run one after the other, each with its own
-repository and its own HOME (so caches start empty). A strata invocation
+repository and its own HOME (so caches start empty). A tool invocation
 that fails (such as an unknown flag) is recorded with its error text; after
-a usage error (exit code 2) or a failed init that variant is not run again,
-and the others go on.
+a usage error (exit code 2) of a backup or a failed init that variant is not
+backed up again, and the others go on. A failed restore, forget or stats is
+recorded and the next step runs.
 
 Results: $BENCH_DIR/streams.json (every measurement) and streams.md (the
 tables, also printed).
 
 Settings (environment; sizes take K/M/G suffixes, powers of 1024):
   BENCH_DIR            work directory              (/var/tmp/strata-bench-streams)
-  BENCH_TOOLS          strata,restic,borg          (all; strata = both strata variants)
-  BENCH_CASES          db,grow                     (both)
+  BENCH_TOOLS          strata,restic,borg          (all; strata = every strata variant)
+  BENCH_CASES          db,grow,image               (all three)
   BENCH_QUICK          1: smoke-run defaults       (0)
   BENCH_DB_ROWS        rows in the table           (600000; quick 60000)
-  BENCH_HOURS          hours after the first backup (12; quick 3)
+  BENCH_HOURS          hours after the first backup (12; quick 3; the issue: 48)
   BENCH_DB_UPDATE      fraction of rows updated per hour (0.001)
   BENCH_DB_INSERTS     rows inserted per hour      (300)
   BENCH_DB_DELETES     rows deleted per hour       (300)
+  BENCH_KEEP_HOURLY    forget --keep-hourly after the hours (24; quick 2, so
+                       that the smoke run's prune removes something)
+  BENCH_KEEP_DAILY     forget --keep-daily after the hours (7)
   BENCH_GROW_SIZE      initial size of data.fs     (2G; quick 256M)
   BENCH_GROW_STEP      growth between backups      (16M)
   BENCH_GROW_ROUNDS    backups of the growing file (5; quick 3)
-  BENCH_GROW_SETTLE    seconds to wait after growing (2)
+  BENCH_GROW_SETTLE    seconds to wait after growing or writing (2)
+  BENCH_IMAGE_SIZE     size of disk.img            (1G; quick 64M)
+  BENCH_IMAGE_ROUNDS   backups of the image        (6; quick 3)
+  BENCH_IMAGE_WRITES   random 4 KiB writes between backups (200)
   BENCH_DROP_CACHES    drop page cache before each growing-file backup (1)
-  BENCH_STEP_TIMEOUT   seconds per backup          (7200)
+  BENCH_STEP_TIMEOUT   seconds per backup, restore or prune (7200)
   BENCH_SEED           seed of the data generators (1)
-  BENCH_KEEP           keep repositories, datadir and data.fs (0)
+  BENCH_KEEP           keep repositories, datadir, data.fs and disk.img (0)
   STRATA_BIN           strata binary (target/release/strata, else target/debug/strata)
+
+With 48 hours, keep-hourly 24 and keep-daily 7 keep hours 25-48 and hour 23
+(the last of the first day): the oldest kept dump is hour 23's.
 """
 
 import datetime
@@ -99,17 +164,30 @@ BORG_COMPRESSION = "zstd,3"
 DB_NAME = "bench"
 TABLE = "items"
 GROW_FILE = "data.fs"
+IMAGE_FILE = "disk.img"
+# Hour h of the database case is snapshot time START + h hours (local time).
+START = datetime.datetime(2026, 1, 1)
+# The dump options of strata --mysql (crates/core/src/sources/mysql.rs), for
+# the reference hashes of its dumps.
+STRATA_MYSQL_DUMP_OPTIONS = ["--single-transaction", "--routines", "--events", "--triggers",
+                             "--hex-blob", "--skip-dump-date"]
 KNOBS = ["BENCH_DIR", "BENCH_TOOLS", "BENCH_CASES", "BENCH_QUICK", "BENCH_DB_ROWS",
          "BENCH_HOURS", "BENCH_DB_UPDATE", "BENCH_DB_INSERTS", "BENCH_DB_DELETES",
+         "BENCH_KEEP_HOURLY", "BENCH_KEEP_DAILY",
          "BENCH_GROW_SIZE", "BENCH_GROW_STEP", "BENCH_GROW_ROUNDS", "BENCH_GROW_SETTLE",
+         "BENCH_IMAGE_SIZE", "BENCH_IMAGE_ROUNDS", "BENCH_IMAGE_WRITES",
          "BENCH_DROP_CACHES", "BENCH_STEP_TIMEOUT", "BENCH_SEED", "BENCH_KEEP", "STRATA_BIN"]
+CASES = ("db", "grow", "image")
 
 # Column titles, in table order, for each case.
-DB_VARIANTS = {"strata-mysql": "strata --mysql", "strata-delta": "strata --mysql, init --deltas",
-               "strata-cmd": "strata --command",
+DB_VARIANTS = {"strata-mysql": "strata --mysql, no deltas (format 1)",
+               "strata-delta": "strata --mysql, deltas",
+               "strata-cmd": "strata --command, deltas",
                "restic": "restic", "borg": "borg"}
 GROW_VARIANTS = {"strata-append": "strata --append-only", "strata-plain": "strata",
                  "restic": "restic", "borg": "borg"}
+IMAGE_VARIANTS = {"strata": "strata (--delta auto)", "strata-nodelta": "strata --delta off",
+                  "restic": "restic", "borg": "borg"}
 
 
 def log(msg):
@@ -139,16 +217,21 @@ def settings():
         "bench_dir": os.path.abspath(env("BENCH_DIR", "/var/tmp/strata-bench-streams")),
         "quick": quick,
         "tools": [t for t in env("BENCH_TOOLS", "strata,restic,borg").split(",") if t],
-        "cases": [c for c in env("BENCH_CASES", "db,grow").split(",") if c],
+        "cases": [c for c in env("BENCH_CASES", ",".join(CASES)).split(",") if c],
         "db_rows": int(pick("BENCH_DB_ROWS", "600000", "60000")),
         "hours": int(pick("BENCH_HOURS", "12", "3")),
         "db_update": float(env("BENCH_DB_UPDATE", "0.001")),
         "db_inserts": int(env("BENCH_DB_INSERTS", "300")),
         "db_deletes": int(env("BENCH_DB_DELETES", "300")),
+        "keep_hourly": int(pick("BENCH_KEEP_HOURLY", "24", "2")),
+        "keep_daily": int(env("BENCH_KEEP_DAILY", "7")),
         "grow_size": parse_size(pick("BENCH_GROW_SIZE", "2G", "256M")),
         "grow_step": parse_size(env("BENCH_GROW_STEP", "16M")),
         "grow_rounds": int(pick("BENCH_GROW_ROUNDS", "5", "3")),
         "grow_settle": float(env("BENCH_GROW_SETTLE", "2")),
+        "image_size": parse_size(pick("BENCH_IMAGE_SIZE", "1G", "64M")),
+        "image_rounds": int(pick("BENCH_IMAGE_ROUNDS", "6", "3")),
+        "image_writes": int(env("BENCH_IMAGE_WRITES", "200")),
         "drop_caches": env("BENCH_DROP_CACHES", "1") != "0",
         "timeout": float(env("BENCH_STEP_TIMEOUT", "7200")),
         "seed": int(env("BENCH_SEED", "1")),
@@ -158,8 +241,10 @@ def settings():
         if t not in ("strata", "restic", "borg"):
             raise SystemExit(f"unknown tool in BENCH_TOOLS: {t}")
     for c in cfg["cases"]:
-        if c not in ("db", "grow"):
+        if c not in CASES:
             raise SystemExit(f"unknown case in BENCH_CASES: {c}")
+    if cfg["image_size"] < 4096 or cfg["image_size"] % 4096:
+        raise SystemExit("BENCH_IMAGE_SIZE must be a multiple of 4 KiB")
     return cfg
 
 
@@ -213,8 +298,8 @@ def run_shell(script, env, log_base, timeout):
         return rc, round(time.monotonic() - t0, 3)
 
 
-def strata_summary(out_path):
-    """The summary object of `strata backup --json` (its last JSON line)."""
+def last_json(out_path, accept):
+    """The last line of a file that is a JSON object for which accept(obj) holds."""
     try:
         lines = open(out_path, errors="replace").read().splitlines()
     except OSError:
@@ -224,9 +309,21 @@ def strata_summary(out_path):
             msg = json.loads(line)
         except ValueError:
             continue
-        if isinstance(msg, dict) and msg.get("message_type") == "summary":
-            return msg.get("summary")
+        if isinstance(msg, dict) and accept(msg):
+            return msg
     return None
+
+
+def backup_summary(out_path):
+    """The summary message of `strata backup --json` or `restic backup --json`:
+    both end with {"message_type": "summary", "snapshot_id": ..., ...}."""
+    return last_json(out_path, lambda m: m.get("message_type") == "summary")
+
+
+def with_io(script, base):
+    """The script, then its shell's /proc io counters (which by then include
+    those of every child it reaped) saved to base.io; the script's exit code."""
+    return f"{script}; rc=$?; cat /proc/$$/io > {shlex.quote(base + '.io')}; exit $rc"
 
 
 def read_proc_io(path):
@@ -277,11 +374,71 @@ class Variant:
 
     def init_argv(self):
         if self.tool == "strata":
-            deltas = ["--deltas"] if self.name.endswith("-delta") else []
-            return [self.bin, "--repo", self.repo, "init", *deltas]
+            # strata-mysql is the baseline without deltas; every other strata
+            # variant gets the default, format version 2 (deltas).
+            old = ["--format-version", "1"] if self.name == "strata-mysql" else []
+            return [self.bin, "--repo", self.repo, "init", *old]
         if self.tool == "restic":
             return [self.bin, "-r", self.repo, "init"]
         return [self.bin, "init", "--encryption=repokey-blake2", self.repo]
+
+    def time_args(self, hour):
+        """Snapshot time START + hour hours, in the form each tool takes."""
+        t = START.astimezone().astimezone(datetime.timezone.utc) + datetime.timedelta(hours=hour)
+        if self.tool == "strata":
+            return ["--time", t.strftime("%Y-%m-%dT%H:%M:%SZ")]
+        if self.tool == "restic":   # local time
+            return ["--time", t.astimezone().strftime("%Y-%m-%d %H:%M:%S")]
+        return ["--timestamp", t.strftime("%Y-%m-%dT%H:%M:%S")]   # borg: UTC
+
+    def dump_argv(self, ref, path):
+        """Write one file of a snapshot (archive) to standard output."""
+        if self.tool == "strata":
+            return [self.bin, "--repo", self.repo, "dump", ref, path]
+        if self.tool == "restic":
+            return [self.bin, "-r", self.repo, "dump", ref, path]
+        return [self.bin, "extract", "--stdout", f"{self.repo}::{ref}", path]
+
+    def forget_script(self, keep_hourly, keep_daily, timed):
+        """forget by the policy, then prune, all under `timed` (GNU time)."""
+        keep = ["--keep-hourly", str(keep_hourly), "--keep-daily", str(keep_daily)]
+        if self.tool == "strata":
+            return shlex.join(timed + [self.bin, "--repo", self.repo, "forget", *keep,
+                                       "--prune", "--json"])
+        if self.tool == "restic":
+            return shlex.join(timed + [self.bin, "-r", self.repo, "forget", *keep, "--prune"])
+        # borg 1.2: prune marks, compact frees; exit code 1 is a warning.
+        inner = (f"{shlex.join([self.bin, 'prune', '--list', *keep, self.repo])}; r=$?; "
+                 f"[ $r -le 1 ] || exit $r; {shlex.join([self.bin, 'compact', self.repo])}")
+        return shlex.join(timed + ["bash", "-c", inner])
+
+    def list_refs(self):
+        """The snapshot ids (borg: archive names) in the repository now."""
+        if self.tool == "strata":
+            argv = [self.bin, "--repo", self.repo, "snapshots", "--json"]
+        elif self.tool == "restic":
+            argv = [self.bin, "-r", self.repo, "snapshots", "--json"]
+        else:
+            argv = [self.bin, "list", "--json", self.repo]
+        proc = subprocess.run(argv, env=self.env(), capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{shlex.join(argv)}: rc {proc.returncode}: {proc.stderr.strip()}")
+        data = json.loads(proc.stdout)
+        if self.tool == "borg":
+            return [a["name"] for a in data["archives"]]
+        return [snap["id"] for snap in data]
+
+    def stats(self):
+        """strata stats --json of the whole repository, or {"error": ...}."""
+        argv = [self.bin, "--repo", self.repo, "stats", "--json"]
+        try:
+            proc = subprocess.run(argv, env=self.env(), capture_output=True, text=True,
+                                  timeout=3600)
+            if proc.returncode != 0:
+                return {"error": f"rc {proc.returncode}: {proc.stderr.strip()}"}
+            return json.loads(proc.stdout.strip().splitlines()[-1])
+        except (OSError, ValueError, IndexError, subprocess.TimeoutExpired) as e:
+            return {"error": f"{type(e).__name__}: {e}"}
 
     def version(self):
         argv = [self.bin, "version"] if self.tool == "restic" else [self.bin, "--version"]
@@ -321,9 +478,11 @@ def init_variant(v, logs, timeout):
         log(f"{v.name}: {v.stopped.splitlines()[0]}")
 
 
-def measure(v, script, log_base, timeout, extra=None):
-    """Run one backup of a variant; returns its record (repository growth,
-    wall time, peak RSS from log_base.time, status and error text)."""
+def measure(v, script, log_base, timeout, extra=None, backup=True):
+    """Run one step of a variant (a backup unless told); returns its record
+    (repository growth, wall time, peak RSS from log_base.time, status and
+    error text; for a strata or restic backup with --json, the snapshot id
+    as "ref"). A backup's usage error stops the variant."""
     before = du_bytes(v.repo) or 0
     rc, wall = run_shell(script, v.env(), log_base, timeout)
     after = du_bytes(v.repo) or 0
@@ -334,13 +493,17 @@ def measure(v, script, log_base, timeout, extra=None):
            "command": v.secret_prefix() + script, "log": log_base + ".{out,err,time}"}
     if extra:
         rec.update(extra)
-    if v.tool == "strata":
-        rec["strata_summary"] = strata_summary(log_base + ".out")
+    if backup and v.tool in ("strata", "restic"):
+        summary = backup_summary(log_base + ".out")
+        if v.tool == "strata":
+            rec["strata_summary"] = summary.get("summary") if summary else None
+        if summary and summary.get("snapshot_id") and "ref" not in rec:
+            rec["ref"] = summary["snapshot_id"]
     if rec["status"] != "ok":
         rec["error"] = (tail(log_base + ".err") or tail(log_base + ".out")).rstrip()
         first = rec["error"].splitlines()[0] if rec["error"] else ""
         log(f"{v.name}: FAILED (rc {rc}) {first}")
-        if rc == 2:  # usage error: every later call would fail the same way
+        if rc == 2 and backup:  # usage error: every later call would fail the same way
             v.stopped = f"usage error (rc 2): {rec['error']}"
     return rec
 

@@ -1,5 +1,6 @@
 //! Crash safety: `strata backup` killed with SIGKILL at random moments must
-//! never damage the repository. After many killed backups, `check
+//! never damage the repository (changed files are stored as deltas where
+//! they pay, so killed backups write delta blobs too). After many killed backups, `check
 //! --read-data` passes, every snapshot that exists restores exactly the tree
 //! it was taken of, and a new backup works.
 //!
@@ -174,6 +175,10 @@ impl Env {
             OsStr::new("backup"),
             OsStr::new("--tag"),
             OsStr::new(tag),
+            // Every changed file stored with deltas where they pay: killed
+            // backups write delta blobs too.
+            OsStr::new("--delta-pattern"),
+            OsStr::new("*"),
             src.as_os_str(),
         ]
     }
