@@ -508,6 +508,103 @@ def measure(v, script, log_base, timeout, extra=None, backup=True):
     return rec
 
 
+# ------------------------------------------- restores, forget and prune
+
+def sha256_of(script, env, timeout):
+    """sha256 (hex) of what a shell command writes, or None if it failed."""
+    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {script} | sha256sum"], env=env,
+                          capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    out = proc.stdout.split()
+    return out[0] if proc.returncode == 0 and out else None
+
+
+def restore_step(v, ref, path, expected, log_base, timeout, extra):
+    """Write one file of a snapshot to /dev/null under GNU time, then once
+    more, untimed, into sha256sum; compare that with expected (the sha256
+    of the data when it was backed up)."""
+    timed = ["/usr/bin/time", "-v", "-o", log_base + ".time"]
+    dump = shlex.join(v.dump_argv(ref, path))
+    rec = measure(v, f"{shlex.join(timed)} {dump} > /dev/null", log_base, timeout,
+                  dict(extra, ref=ref, path=path), backup=False)
+    try:
+        got = sha256_of(dump, v.env(), timeout)
+    except subprocess.TimeoutExpired:
+        got = None
+    rec.update(sha256=got, sha256_expected=expected,
+               sha256_ok=None if expected is None else got == expected)
+    if rec["sha256_ok"] is False:
+        log(f"{v.name}: restore of {extra} does not match: {got} instead of {expected}")
+    return rec
+
+
+def forget_step(v, cfg, log_base):
+    """forget --keep-hourly --keep-daily with prune, timed, with the bytes
+    the tool wrote (wchar) and its repository change (du)."""
+    timed = ["/usr/bin/time", "-v", "-o", log_base + ".time"]
+    script = with_io(v.forget_script(cfg["keep_hourly"], cfg["keep_daily"], timed), log_base)
+    rec = measure(v, script, log_base, cfg["timeout"], {"step": "forget"}, backup=False)
+    io = read_proc_io(log_base + ".io")
+    rec.update(wchar=io.get("wchar"), write_bytes=io.get("write_bytes"))
+    if v.tool == "strata":   # forget's list, then prune's object: the last one
+        rec["prune_summary"] = last_json(log_base + ".out", lambda m: "used_bytes" in m)
+    return rec
+
+
+def kept_keys(v, refs):
+    """Which of refs ({hour or round: snapshot id or archive name}) the
+    repository still has (restic's backup summary gives a short id)."""
+    listed = v.list_refs()
+    return sorted(k for k, ref in refs.items()
+                  if any(x == ref or x.startswith(ref) or ref.startswith(x) for x in listed))
+
+
+def snapshot_refs(v, key):
+    """{hour or round: ref} of the variant's successful backups."""
+    return {r[key]: r["ref"] for r in v.records if r["status"] == "ok" and r.get("ref")}
+
+
+def after_backups(v, cfg, logs, prefix, key, path, expected, prune):
+    """The steps after the backups of a case, for one variant: restores of
+    the first and the newest snapshot; with prune, forget and prune, the
+    repository after it, restores of the oldest kept and the newest; for
+    strata the stats. expected(k) is the sha256 of snapshot k's file.
+    Returns a dict of records; a failing step is recorded, the next runs."""
+    after = {}
+    refs = snapshot_refs(v, key)
+    if not refs:
+        after["error"] = "no successful backup (or no snapshot id from it)"
+        return after
+    timeout = cfg["timeout"]
+
+    def restore(name, k):
+        log(f"{prefix}: {v.name}: restore {key} {k} ({name})")
+        base = os.path.join(logs, f"{prefix}-{v.name}-restore-{name}")
+        after[name] = restore_step(v, refs[k], path, expected(k), base, timeout, {key: k})
+
+    first, newest = min(refs), max(refs)
+    try:
+        restore("restore_first", first)
+        if newest != first:
+            restore("restore_newest", newest)
+        if prune:
+            log(f"{prefix}: {v.name}: forget --keep-hourly {cfg['keep_hourly']} "
+                f"--keep-daily {cfg['keep_daily']} --prune")
+            after["forget"] = forget_step(v, cfg, os.path.join(logs, f"{prefix}-{v.name}-forget"))
+            after["repo_after_prune"] = du_bytes(v.repo)
+            after["snapshots_before_prune"] = sorted(refs)
+            kept = after["kept"] = kept_keys(v, refs)
+            if kept:
+                restore("restore_oldest_kept", kept[0])
+                restore("restore_newest_after_prune", kept[-1])
+    except Exception as e:   # e.g. a listing that is not JSON: recorded, the others go on
+        after["error"] = f"{type(e).__name__}: {e}"
+        log(f"{prefix}: {v.name}: {after['error']}")
+    if v.tool == "strata":
+        after["stats"] = v.stats()
+    return after
+
+
 # ------------------------------------------------------------------ MariaDB
 
 class MariaDB:
