@@ -66,11 +66,11 @@ fn backup(env: &Env, data: &[u8], file: &std::path::Path) -> serde_json::Value {
 }
 
 fn dump_of(env: &Env, snapshot: &str) -> Vec<u8> {
-    let out = env
-        .cmd()
-        .args(["dump", snapshot, "db.sql"])
-        .output()
-        .unwrap();
+    dump_path(env, snapshot, "db.sql")
+}
+
+fn dump_path(env: &Env, snapshot: &str, path: &str) -> Vec<u8> {
+    let out = env.cmd().args(["dump", snapshot, path]).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -449,19 +449,7 @@ fn a_file_edited_at_random_places_restores_every_version_exactly() {
             data.clone(),
         ));
     }
-    let restored = |id: &str| {
-        let out = env
-            .cmd()
-            .args(["dump", id, "src/mail.box"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let restored = |id: &str| dump_path(&env, id, "src/mail.box");
     for (id, want) in &versions {
         assert!(
             restored(id) == *want,
