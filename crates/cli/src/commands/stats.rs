@@ -111,11 +111,13 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
             strata_core::format::count(stats.delta_blobs, "blob"),
             stats.longest_chain
         );
-        outln!(
-            "Bases of deltas:    {} in {} no snapshot here names",
-            bytes(stats.base_stored),
-            strata_core::format::count(stats.base_blobs, "blob")
-        );
+        if stats.base_blobs > 0 {
+            outln!(
+                "Bases of deltas:    {} in {} no snapshot here names",
+                bytes(stats.base_stored),
+                strata_core::format::count(stats.base_blobs, "blob")
+            );
+        }
     }
     Ok(crate::exit::OK)
 }
