@@ -1,8 +1,12 @@
 //! Reading a file of a snapshot as a byte stream (`dump`, restoring a
-//! database): one blob at a time, zeros for the holes of sparse files.
+//! database): blobs in order, read a few ahead by worker threads (a delta
+//! costs its chain's decoding, which then runs on every core), zeros for
+//! the holes of sparse files.
 
 use std::io::{self, Read};
 use std::sync::Arc;
+
+use crossbeam_channel::{bounded, Receiver};
 
 use crate::format::tree::Node;
 use crate::id::Id;
@@ -16,11 +20,47 @@ impl Repository {
     }
 }
 
-/// Reads a file node's bytes, fetching one blob at a time and producing
-/// zeros for the holes of sparse files.
+/// Blobs read ahead and not yet consumed, at most: with chunks of at most
+/// 4 MiB (and a delta's chain decoded one base at a time), tens of MiB.
+const AHEAD: usize = 4;
+
+/// Each blob's result, in file order.
+type Ahead = Receiver<Receiver<crate::Result<Vec<u8>>>>;
+
+/// Read `blobs` in order with worker threads, [`AHEAD`] at most in flight.
+/// Dropping the receiver stops the threads after the blobs in hand.
+fn read_ahead(repo: Arc<Repository>, blobs: Vec<Id>) -> Ahead {
+    let (order_tx, order_rx) = bounded(AHEAD);
+    let (job_tx, job_rx) = bounded::<(Id, crossbeam_channel::Sender<_>)>(AHEAD);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4);
+    for _ in 0..workers {
+        let (repo, job_rx) = (repo.clone(), job_rx.clone());
+        std::thread::spawn(move || {
+            for (id, reply) in job_rx {
+                let _ = reply.send(repo.read_blob(&id));
+            }
+        });
+    }
+    std::thread::spawn(move || {
+        for id in blobs {
+            let (tx, rx) = bounded(1);
+            if job_tx.send((id, tx)).is_err() || order_tx.send(rx).is_err() {
+                return; // the reader was dropped
+            }
+        }
+    });
+    order_rx
+}
+
+/// Reads a file node's bytes, blobs read ahead in order, producing zeros
+/// for the holes of sparse files.
 pub struct FileReader {
     repo: Arc<Repository>,
-    blobs: std::vec::IntoIter<Id>,
+    blobs: Vec<Id>,
+    /// Started at the first read.
+    ahead: Option<Ahead>,
     /// (file offset, length) of each data extent; dense files have one.
     extents: std::vec::IntoIter<(u64, u64)>,
     current: Vec<u8>,
@@ -38,7 +78,8 @@ impl FileReader {
         };
         FileReader {
             repo,
-            blobs: n.content.clone().unwrap_or_default().into_iter(),
+            blobs: n.content.clone().unwrap_or_default(),
+            ahead: None,
             extents: extents.into_iter(),
             current: Vec::new(),
             pos_in_current: 0,
@@ -50,12 +91,22 @@ impl FileReader {
 
     fn next_data(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.pos_in_current == self.current.len() {
-            match self.blobs.next() {
-                Some(id) => {
-                    self.current = self.repo.read_blob(&id).map_err(io::Error::other)?;
+            let (repo, blobs) = (&self.repo, &mut self.blobs);
+            let ahead = self
+                .ahead
+                .get_or_insert_with(|| read_ahead(repo.clone(), std::mem::take(blobs)));
+            match ahead.recv() {
+                Ok(blob) => {
+                    self.current = blob
+                        .recv()
+                        .unwrap_or_else(|_| {
+                            Err(crate::Error::invalid("a reading thread stopped unexpectedly"))
+                        })
+                        .map_err(io::Error::other)?;
                     self.pos_in_current = 0;
                 }
-                None => return Ok(0),
+                // every blob was read
+                Err(_) => return Ok(0),
             }
         }
         let n = (self.current.len() - self.pos_in_current).min(out.len());
