@@ -41,7 +41,8 @@ sha256 of each: the reference a restored dump of that hour must match.
 After the hours (MariaDB stopped), for every variant with snapshots:
   1. restore the first (hour 0) and the newest dump to /dev/null (`strata
      dump SNAPSHOT mysql/bench.sql`, `restic dump`, `borg extract --stdout`)
-     under GNU time (wall time, peak RSS);
+     under GNU time (wall time, peak RSS), BENCH_RESTORE_RUNS times: the
+     run of median time counts;
   2. forget --keep-hourly BENCH_KEEP_HOURLY --keep-daily BENCH_KEEP_DAILY
      with prune (strata `forget ... --prune`, restic `forget ... --prune`,
      borg `prune ...` then `borg compact`), timed, with the repository's
@@ -96,8 +97,9 @@ cache is left alone (the image fits in memory, so each tool reads it from
 the cache and the times compare the tools' work). The sha256 of the image
 is kept after each round. After the rounds, every variant restores the
 first and the newest version of the file to /dev/null (strata `dump`,
-restic `dump`, borg `extract --stdout`), timed, then again into sha256sum
-to compare; strata variants also record `stats --json`.
+restic `dump`, borg `extract --stdout`), timed (BENCH_RESTORE_RUNS runs,
+the median counts), then again into sha256sum to compare; strata variants
+also record `stats --json`.
 
 All variants back up the same states: each hour (round) changes the data
 once, then the variants run one after the other, each with its own
@@ -131,6 +133,7 @@ Settings (environment; sizes take K/M/G suffixes, powers of 1024):
   BENCH_IMAGE_ROUNDS   backups of the image        (6; quick 3)
   BENCH_IMAGE_WRITES   random 4 KiB writes between backups (200)
   BENCH_DROP_CACHES    drop page cache before each growing-file backup (1)
+  BENCH_RESTORE_RUNS   timed runs of each restore; the median counts (3)
   BENCH_STEP_TIMEOUT   seconds per backup, restore or prune (7200)
   BENCH_SEED           seed of the data generators (1)
   BENCH_KEEP           keep repositories, datadir, data.fs and disk.img (0)
@@ -141,6 +144,7 @@ With 48 hours, keep-hourly 24 and keep-daily 7 keep hours 25-48 and hour 23
 """
 
 import datetime
+import hashlib
 import json
 import os
 import random
@@ -176,7 +180,8 @@ KNOBS = ["BENCH_DIR", "BENCH_TOOLS", "BENCH_CASES", "BENCH_QUICK", "BENCH_DB_ROW
          "BENCH_KEEP_HOURLY", "BENCH_KEEP_DAILY",
          "BENCH_GROW_SIZE", "BENCH_GROW_STEP", "BENCH_GROW_ROUNDS", "BENCH_GROW_SETTLE",
          "BENCH_IMAGE_SIZE", "BENCH_IMAGE_ROUNDS", "BENCH_IMAGE_WRITES",
-         "BENCH_DROP_CACHES", "BENCH_STEP_TIMEOUT", "BENCH_SEED", "BENCH_KEEP", "STRATA_BIN"]
+         "BENCH_RESTORE_RUNS", "BENCH_DROP_CACHES", "BENCH_STEP_TIMEOUT", "BENCH_SEED",
+         "BENCH_KEEP", "STRATA_BIN"]
 CASES = ("db", "grow", "image")
 
 # Column titles, in table order, for each case.
@@ -234,6 +239,7 @@ def settings():
         "image_writes": int(env("BENCH_IMAGE_WRITES", "200")),
         "drop_caches": env("BENCH_DROP_CACHES", "1") != "0",
         "timeout": float(env("BENCH_STEP_TIMEOUT", "7200")),
+        "restore_runs": int(env("BENCH_RESTORE_RUNS", "3")),
         "seed": int(env("BENCH_SEED", "1")),
         "keep": env("BENCH_KEEP", "0") != "0",
     }
@@ -350,7 +356,8 @@ class Variant:
         self.repo = os.path.join(run_dir, "repos", name)
         self.home = os.path.join(run_dir, "home", name)
         self.stopped = None      # why it is not run any more
-        self.records = []
+        self.records = []        # one per backup
+        self.after = {}          # steps after the backups: restores, forget, stats
 
     def env(self):
         env = dict(os.environ)
@@ -519,14 +526,26 @@ def sha256_of(script, env, timeout):
     return out[0] if proc.returncode == 0 and out else None
 
 
-def restore_step(v, ref, path, expected, log_base, timeout, extra):
-    """Write one file of a snapshot to /dev/null under GNU time, then once
-    more, untimed, into sha256sum; compare that with expected (the sha256
-    of the data when it was backed up)."""
-    timed = ["/usr/bin/time", "-v", "-o", log_base + ".time"]
+def restore_step(v, ref, path, expected, log_base, timeout, extra, runs):
+    """Write one file of a snapshot to /dev/null under GNU time, `runs` times
+    (the record is the run of median time; all times in wall_s_runs), then
+    once more, untimed, into sha256sum; compare that with expected (the
+    sha256 of the data when it was backed up)."""
     dump = shlex.join(v.dump_argv(ref, path))
-    rec = measure(v, f"{shlex.join(timed)} {dump} > /dev/null", log_base, timeout,
-                  dict(extra, ref=ref, path=path), backup=False)
+    recs = []
+    for i in range(max(runs, 1)):
+        base = log_base if i == 0 else f"{log_base}-run{i + 1}"
+        timed = ["/usr/bin/time", "-v", "-o", base + ".time"]
+        recs.append(measure(v, f"{shlex.join(timed)} {dump} > /dev/null", base, timeout,
+                            dict(extra, ref=ref, path=path), backup=False))
+        if recs[-1]["status"] != "ok":
+            break
+    if recs[-1]["status"] != "ok":
+        rec = recs[-1]
+    else:
+        rec = sorted(recs, key=lambda r: r["wall_s"])[len(recs) // 2]
+    rec["wall_s_runs"] = [r["wall_s"] for r in recs]
+    rec["max_rss_mib_runs"] = [r.get("max_rss_mib") for r in recs]
     try:
         got = sha256_of(dump, v.env(), timeout)
     except subprocess.TimeoutExpired:
@@ -579,8 +598,9 @@ def after_backups(v, cfg, logs, prefix, key, path, expected, prune):
 
     def restore(name, k):
         log(f"{prefix}: {v.name}: restore {key} {k} ({name})")
-        base = os.path.join(logs, f"{prefix}-{v.name}-restore-{name}")
-        after[name] = restore_step(v, refs[k], path, expected(k), base, timeout, {key: k})
+        base = os.path.join(logs, f"{prefix}-{v.name}-{name}")
+        after[name] = restore_step(v, refs[k], path, expected(k), base, timeout, {key: k},
+                                   cfg["restore_runs"])
 
     first, newest = min(refs), max(refs)
     try:
@@ -828,19 +848,35 @@ def dump_size(cnf, extra_args):
     return int(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else None
 
 
+def mysql_style_dump(cnf):
+    """The dump strata --mysql takes of the database (its options, same order)."""
+    return shlex.join(["mariadb-dump", f"--defaults-file={cnf}", *STRATA_MYSQL_DUMP_OPTIONS,
+                       "--", DB_NAME])
+
+
+def db_stream(v):
+    """(path of the dump in the variant's snapshots, key of its reference hash)."""
+    if v.name in ("strata-mysql", "strata-delta"):
+        return f"mysql/{DB_NAME}.sql", "sha256_mysql_style"
+    path = {"strata": "bench.sql", "restic": "/bench.sql", "borg": "bench.sql"}[v.tool]
+    return path, "sha256_skip_extended_insert"
+
+
 def db_script(v, cnf, hour, time_file):
     """The shell command that makes one backup of the database."""
     timed = ["/usr/bin/time", "-v", "-o", time_file]
+    when = v.time_args(hour)
     if v.name in ("strata-mysql", "strata-delta"):
         return shlex.join(timed + [v.bin, "--repo", v.repo, "backup", "--mysql", DB_NAME,
-                                   "--mysql-defaults-file", cnf, "--json"])
+                                   "--mysql-defaults-file", cnf, *when, "--json"])
     if v.name == "strata-cmd":
         return shlex.join(timed + [v.bin, "--repo", v.repo, "backup", "--command",
-                                   "bench.sql=" + dump_command(cnf), "--json"])
+                                   "bench.sql=" + dump_command(cnf), *when, "--json"])
     if v.name == "restic":
-        tool = [v.bin, "-r", v.repo, "backup", "--stdin", "--stdin-filename", "bench.sql"]
+        tool = [v.bin, "-r", v.repo, "backup", "--stdin", "--stdin-filename", "bench.sql",
+                *when, "--json"]
     else:
-        tool = [v.bin, "create", "--compression", BORG_COMPRESSION, "--stdin-name",
+        tool = [v.bin, "create", "--compression", BORG_COMPRESSION, *when, "--stdin-name",
                 "bench.sql", f"{v.repo}::hour-{hour}", "-"]
     # pipefail: a failed dump fails the step.
     return f"set -o pipefail; {dump_command(cnf)} | {shlex.join(timed + tool)}"
@@ -867,17 +903,30 @@ def run_db_case(cfg, run_dir, results):
             "(extended inserts, as strata --mysql dumps)")
         for v in variants:
             init_variant(v, logs, cfg["timeout"])
+        # Reference hashes are needed only for the dump styles some variant stores.
+        styles = {db_stream(v)[1] for v in variants}
         for hour in range(cfg["hours"] + 1):
             change = db.change_hour() if hour > 0 else {"rows": len(db.live)}
-            case["hours"].append(dict(change, hour=hour))
+            info = dict(change, hour=hour)
+            case["hours"].append(info)
             for v in variants:
                 if v.stopped:
                     continue
                 log(f"db hour {hour}: {v.name}")
                 base = os.path.join(logs, f"db-{v.name}-hour{hour}")
+                extra = {"hour": hour}
+                if v.tool == "borg":
+                    extra["ref"] = f"hour-{hour}"
                 rec = measure(v, db_script(v, server.cnf, hour, base + ".time"), base,
-                              cfg["timeout"], {"hour": hour})
+                              cfg["timeout"], extra)
                 v.records.append(rec)
+            # The same state dumped by the benchmark (untimed): what a restore
+            # of this hour must give back, byte for byte.
+            if "sha256_mysql_style" in styles:
+                info["sha256_mysql_style"] = sha256_of(mysql_style_dump(server.cnf), None, 3600)
+            if "sha256_skip_extended_insert" in styles:
+                info["sha256_skip_extended_insert"] = sha256_of(dump_command(server.cnf), None,
+                                                                3600)
     except Exception as e:  # the other case still runs; the report says why this one stopped
         case["error"] = f"{type(e).__name__}: {e}"
         log(f"db case stopped: {case['error']}")
@@ -885,9 +934,18 @@ def run_db_case(cfg, run_dir, results):
         server.stop()
         if not cfg["keep"]:
             shutil.rmtree(server.datadir, ignore_errors=True)
+    try:
+        # With the server stopped: restores, forget and prune, stats.
+        for v in variants:
+            if v.records:
+                path, style = db_stream(v)
+                expected = lambda h, style=style: (   # noqa: E731
+                    case["hours"][h].get(style) if h < len(case["hours"]) else None)
+                v.after = after_backups(v, cfg, logs, "db", "hour", path, expected, prune=True)
+    finally:
         for v in variants:
             case["variants"][v.name] = {"version": v.version(), "stopped": v.stopped,
-                                        "records": v.records}
+                                        "records": v.records, "after": v.after}
 
 
 # ------------------------------------------------------------ growing file
@@ -963,7 +1021,101 @@ def run_grow_case(cfg, run_dir, results):
             shutil.rmtree(data_dir, ignore_errors=True)
         for v in variants:
             case["variants"][v.name] = {"version": v.version(), "stopped": v.stopped,
-                                        "records": v.records}
+                                        "records": v.records, "after": v.after}
+
+
+# -------------------------------------------------------------- disk image
+
+def random_writes(path, count, rng, block=4096):
+    """count writes of block random bytes at random block-aligned offsets; fsync."""
+    blocks = os.path.getsize(path) // block
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for _ in range(count):
+            os.pwrite(fd, rng.randbytes(block), rng.randrange(blocks) * block)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def file_sha256(path, chunk=16 << 20):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(chunk)
+            if not data:
+                return h.hexdigest()
+            h.update(data)
+
+
+def image_script(v, data_dir, rnd, time_file):
+    """The shell command that makes one backup of the image's directory."""
+    timed = ["/usr/bin/time", "-v", "-o", time_file]
+    if v.tool == "strata":
+        off = ["--delta", "off"] if v.name == "strata-nodelta" else []
+        tool = [v.bin, "--repo", v.repo, "backup", data_dir, *off, "--json"]
+    elif v.tool == "restic":
+        tool = [v.bin, "-r", v.repo, "backup", data_dir, "--json"]
+    else:
+        tool = [v.bin, "create", "--compression", BORG_COMPRESSION, f"{v.repo}::round-{rnd}",
+                data_dir]
+    return shlex.join(timed + tool)
+
+
+def image_path(v, data_dir):
+    """Where the image is in the variant's snapshots."""
+    if v.tool == "strata":   # under the last component of the backed-up path
+        return f"{os.path.basename(data_dir)}/{IMAGE_FILE}"
+    if v.tool == "restic":   # the absolute path
+        return os.path.join(data_dir, IMAGE_FILE)
+    return os.path.join(data_dir, IMAGE_FILE).lstrip("/")   # borg: without the leading /
+
+
+def run_image_case(cfg, run_dir, results):
+    """Case 3. Fills results['image']."""
+    logs = os.path.join(run_dir, "logs")
+    variants, skipped = make_variants(IMAGE_VARIANTS, cfg, run_dir)
+    case = results["image"] = {"skipped": skipped, "rounds": [], "variants": {}}
+    data_dir = os.path.join(run_dir, "image")
+    path = os.path.join(data_dir, IMAGE_FILE)
+    rng = random.Random(cfg["seed"] + 2)
+    try:
+        try:
+            os.makedirs(data_dir)
+            log(f"writing {human(cfg['image_size'])} of random data to {path}")
+            append_random(path, cfg["image_size"], rng)
+            for v in variants:
+                init_variant(v, logs, cfg["timeout"])
+            for rnd in range(cfg["image_rounds"]):
+                if rnd > 0:
+                    random_writes(path, cfg["image_writes"], rng)
+                time.sleep(cfg["grow_settle"])
+                case["rounds"].append({"round": rnd, "sha256": file_sha256(path)})
+                for v in variants:
+                    if v.stopped:
+                        continue
+                    log(f"image round {rnd}: {v.name}")
+                    base = os.path.join(logs, f"image-{v.name}-round{rnd}")
+                    extra = {"round": rnd}
+                    if v.tool == "borg":
+                        extra["ref"] = f"round-{rnd}"
+                    v.records.append(measure(v, image_script(v, data_dir, rnd, base + ".time"),
+                                             base, cfg["timeout"], extra))
+        except Exception as e:
+            case["error"] = f"{type(e).__name__}: {e}"
+            log(f"image case stopped: {case['error']}")
+        for v in variants:
+            if v.records:
+                expected = lambda r: (   # noqa: E731
+                    case["rounds"][r]["sha256"] if r < len(case["rounds"]) else None)
+                v.after = after_backups(v, cfg, logs, "image", "round", image_path(v, data_dir),
+                                        expected, prune=False)
+    finally:
+        if not cfg["keep"]:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        for v in variants:
+            case["variants"][v.name] = {"version": v.version(), "stopped": v.stopped,
+                                        "records": v.records, "after": v.after}
 
 
 # ------------------------------------------------------------------ reports
@@ -990,18 +1142,6 @@ def rss(recs):
     return f"{max(values):.0f} MiB" if values else "-"
 
 
-def status_cell(case, name):
-    info = case["variants"].get(name)
-    if info is None:
-        return "skipped: " + case["skipped"].get(name, "not selected")
-    failed = [r for r in info["records"] if r["status"] != "ok"]
-    if info["stopped"]:
-        return "STOPPED: " + one_line(info["stopped"])
-    if failed:
-        return f"{len(failed)} FAILED"
-    return "ok"
-
-
 def one_line(text, width=90):
     """First non-empty line of an error, cut to fit a table cell."""
     lines = [x.strip() for x in text.splitlines() if x.strip()]
@@ -1015,6 +1155,106 @@ def md_table(titles, rows):
     return "\n".join(lines)
 
 
+def after_of(case, name):
+    return case["variants"].get(name, {}).get("after") or {}
+
+
+def after_steps(after):
+    """The step records among a variant's after-the-backups results."""
+    return [(k, r) for k, r in after.items() if isinstance(r, dict) and "status" in r]
+
+
+def status_cell(case, name):
+    info = case["variants"].get(name)
+    if info is None:
+        return "skipped: " + case["skipped"].get(name, "not selected")
+    failed = [r for r in info["records"] if r["status"] != "ok"]
+    after = info.get("after") or {}
+    bad_after = [k for k, r in after_steps(after) if r["status"] != "ok"]
+    if after.get("error"):
+        bad_after.append("after: " + one_line(after["error"], 60))
+    if info["stopped"]:
+        cell = "STOPPED: " + one_line(info["stopped"])
+    elif failed:
+        cell = f"{len(failed)} FAILED"
+    else:
+        cell = "ok"
+    if bad_after:
+        cell += "; FAILED: " + ", ".join(k.replace("_", " ") for k in bad_after)
+    return cell
+
+
+def ratio(a, b, digits=2):
+    return f"{a / b:.{digits}f}×" if a is not None and b else "-"
+
+
+def step_cell(rec, base=None, key=None):
+    """'time · RSS' of a step ('key k: ' first when given), then its time as a
+    ratio to base's."""
+    if rec is None:
+        return "-"
+    head = f"{key} {rec[key]}: " if key else ""
+    if rec["status"] != "ok":
+        return f"{head}FAILED (rc {rec['rc']})"
+    cell = f"{head}{secs(rec['wall_s'])} · {rss([rec])}"
+    if base is not None and base.get("status") == "ok" and base is not rec:
+        cell += f" · {ratio(rec['wall_s'], base['wall_s'])}"
+    return cell
+
+
+def sha_cell(after, key):
+    """How many restores gave back the bytes backed up."""
+    recs = [r for name, r in after_steps(after) if name.startswith("restore")]
+    if not recs:
+        return "-"
+    failed = [r for r in recs if r["status"] != "ok"]
+    checked = [r for r in recs if r["status"] == "ok" and r.get("sha256_ok") is not None]
+    good = [r for r in checked if r["sha256_ok"]]
+    cell = f"{len(good)} of {len(recs)}"
+    bad = [f"{key} {r[key]}" for r in checked if not r["sha256_ok"]]
+    if bad:
+        cell += " (DIFFERS: " + ", ".join(bad) + ")"
+    if failed:
+        cell += f" ({len(failed)} failed)"
+    unchecked = len(recs) - len(checked) - len(failed)
+    if unchecked:
+        cell += f" ({unchecked} not checked: no reference)"
+    return cell
+
+
+def stats_cell(after):
+    st = after.get("stats")
+    if not st:
+        return "-"
+    if "error" in st:
+        return "FAILED: " + one_line(st["error"], 60)
+    return (f"{st.get('delta_blobs')} deltas ({human(st.get('delta_stored'))} stored, "
+            f"{human(st.get('delta_size'))} restored), {st.get('base_blobs')} bases "
+            f"({human(st.get('base_stored'))}), longest chain {st.get('longest_chain')}")
+
+
+def ranges(keys):
+    """[0, 1, 2, 5, 7, 8] -> '0–2, 5, 7–8'."""
+    out, keys = [], sorted(keys)
+    i = 0
+    while i < len(keys):
+        j = i
+        while j + 1 < len(keys) and keys[j + 1] == keys[j] + 1:
+            j += 1
+        out.append(str(keys[i]) if i == j else f"{keys[i]}–{keys[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+def spread_in(recs, extra):
+    """Per-step additions with `extra` bytes spread evenly over them:
+    'median · mean'."""
+    if not recs or extra is None:
+        return "-"
+    values = [r["added"] + extra / len(recs) for r in recs]
+    return f"{human(median(values))} · {human(mean(values))}"
+
+
 def db_md(case, cfg):
     names = [n for n in DB_VARIANTS if n in case["variants"] or n in case["skipped"]]
     if not names:
@@ -1026,14 +1266,27 @@ def db_md(case, cfg):
 
     first = lambda name: ok_records(case, name, True)   # noqa: E731
     later = lambda name: ok_records(case, name, False)  # noqa: E731
+    after = lambda name: after_of(case, name)           # noqa: E731
+    med_time = lambda name: median(r["wall_s"] for r in later(name))  # noqa: E731
+
+    def forget_ok(m):
+        f = after(m).get("forget")
+        return f if f and f["status"] == "ok" else None
+
     rows = [
         row("hour 0 (full backup): added", lambda m: human(first(m)[0]["added"]) if first(m) else "-"),
         row("hour 0: time", lambda m: secs(first(m)[0]["wall_s"]) if first(m) else "-"),
         row(f"hours 1–{n}: median added per hour", lambda m: human(median(r["added"] for r in later(m)))),
         row(f"hours 1–{n}: mean added per hour", lambda m: human(mean(r["added"] for r in later(m)))),
-        row(f"hours 1–{n}: median time", lambda m: secs(median(r["wall_s"] for r in later(m)))),
+        row(f"hours 1–{n} + prune: median · mean added per hour, prune's net change (du) spread in",
+            lambda m: spread_in(later(m), forget_ok(m) and forget_ok(m)["added"])),
+        row(f"hours 1–{n} + prune: median · mean added per hour, prune's writes (wchar) spread in",
+            lambda m: spread_in(later(m), forget_ok(m) and forget_ok(m).get("wchar"))),
+        row(f"hours 1–{n}: median time", lambda m: secs(med_time(m))),
+        row(f"hours 1–{n}: median time / {DB_VARIANTS['strata-mysql']}",
+            lambda m: ratio(med_time(m), med_time("strata-mysql"))),
         row(f"hours 0–{n}: max RSS", lambda m: rss(first(m) + later(m))),
-        row("repository at the end", lambda m: human(max([r["repo_after"] for r in first(m) + later(m)], default=None))),
+        row("repository before forget", lambda m: human(max([r["repo_after"] for r in first(m) + later(m)], default=None))),
         row("backups ok", lambda m: f"{len(first(m) + later(m))} of {n + 1}"),
         row("status", lambda m: status_cell(case, m)),
     ]
@@ -1047,14 +1300,19 @@ def db_md(case, cfg):
             f"{human(case.get('dump_bytes_strata_mysql_style'))} with extended inserts "
             "(as strata --mysql dumps)",
             f"- each hour: {cfg['db_update'] * 100:g}% of the rows updated (column b), "
-            f"{cfg['db_inserts']} inserted, {cfg['db_deletes']} deleted",
+            f"{cfg['db_inserts']} inserted, {cfg['db_deletes']} deleted; hour h has the "
+            f"snapshot time {START:%Y-%m-%d %H:%M} (local) + h hours",
         ]
     if case.get("error"):
         lines.append(f"- CASE STOPPED: {case['error']}")
     lines += ["- added = `du -sb` of the repository after minus before; time = the "
               "whole command, dump included; RSS = the backup tool (strata: max of it and "
-              "the mariadb-dump it runs)", "",
-              md_table([DB_VARIANTS[m] for m in names], rows), ""]
+              "the mariadb-dump it runs)",
+              f"- \"prune's … spread in\": each of hours 1–{n} charged 1/{n} of what forget "
+              "--prune changed in the repository (net `du`: negative when it freed more than "
+              "it wrote) or of the bytes it wrote (wchar: repacked and re-based data, indexes)",
+              "", md_table([DB_VARIANTS[m] for m in names], rows), ""]
+    lines += db_after_md(case, cfg, names)
     # Every hour, for a look at the spread.
     hours = range(n + 1)
     per_hour = []
@@ -1067,6 +1325,183 @@ def db_md(case, cfg):
                          if rec["status"] != "ok" else f"{human(rec['added'])} · {secs(rec['wall_s'])}")
         per_hour.append((f"hour {h}", cells))
     lines += ["Per hour: added · time", "", md_table([DB_VARIANTS[m] for m in names], per_hour), ""]
+    return lines
+
+
+def one_dump(case):
+    """'One compressed dump': what hour 0 added to the strata-mysql repository."""
+    recs = ok_records(case, "strata-mysql", True)
+    return recs[0]["added"] if recs else None
+
+
+def db_after_md(case, cfg, names):
+    """The table of restores, forget and prune after the hours, and the
+    issue's targets."""
+    after = lambda name: after_of(case, name)  # noqa: E731
+    if not any(after(m) for m in names):
+        return []
+    dump = one_dump(case)
+
+    def row(label, fn):
+        return (label, [fn(name) for name in names])
+
+    def restore(m, name, key=None):
+        a = after(m)
+        return step_cell(a.get(name), a.get("restore_first"), key)
+
+    def forget_change(m):
+        f = after(m).get("forget")
+        if not f or f["status"] != "ok":
+            return step_cell(f)
+        return f"{human(f['added'])} · {human(f.get('wchar'))}"
+
+    def kept(m):
+        a = after(m)
+        if "kept" not in a:
+            return "-"
+        return (f"{len(a['kept'])} of {len(a['snapshots_before_prune'])}: hours "
+                f"{ranges(a['kept'])}")
+
+    keep = f"--keep-hourly {cfg['keep_hourly']} --keep-daily {cfg['keep_daily']}"
+    rows = [
+        row("restore first (hour 0): time · RSS", lambda m: restore(m, "restore_first")),
+        row("restore newest: hour · time · RSS · vs first",
+            lambda m: restore(m, "restore_newest", "hour")),
+        row(f"forget {keep} --prune: time · RSS", lambda m: step_cell(after(m).get("forget"))),
+        row("forget --prune: repository change (du) · bytes written (wchar)", forget_change),
+        row("snapshots kept", kept),
+        row("repository after prune", lambda m: human(after(m).get("repo_after_prune"))),
+        row(f"repository after prune / one compressed dump ({human(dump)})",
+            lambda m: ratio(after(m).get("repo_after_prune"), dump)),
+        row("after prune: restore oldest kept: hour · time · RSS · vs first",
+            lambda m: restore(m, "restore_oldest_kept", "hour")),
+        row("after prune: restore newest: hour · time · RSS · vs first",
+            lambda m: restore(m, "restore_newest_after_prune", "hour")),
+        row("restores matching the sha256 of that hour's dump", lambda m: sha_cell(after(m), "hour")),
+        row("`strata stats` after prune", lambda m: stats_cell(after(m))),
+    ]
+    lines = ["After the hours (MariaDB stopped): each restore writes the dump to /dev/null "
+             "(`strata dump SNAPSHOT PATH`, `restic dump`, `borg extract --stdout`), "
+             f"median of {cfg['restore_runs']} runs; "
+             "\"vs first\" = its time / the first restore's; one compressed dump = what "
+             "hour 0 added to the strata --mysql, format 1 repository; borg's prune is "
+             "`borg prune` then `borg compact`",
+             "", md_table([DB_VARIANTS[m] for m in names], rows), ""]
+    lines += targets_md(case, cfg, dump)
+    return lines
+
+
+def targets_md(case, cfg, dump):
+    """The delta issue's targets, for each strata variant with deltas."""
+    n = cfg["hours"]
+    lines = []
+    base_time = median(r["wall_s"] for r in ok_records(case, "strata-mysql", False))
+    for m in ("strata-delta", "strata-cmd"):
+        later = ok_records(case, m, False)
+        a = after_of(case, m)
+        if not later or not a:
+            continue
+        f = a.get("forget") if (a.get("forget") or {}).get("status") == "ok" else None
+
+        def verdict(value, limit, fmt, strict=False):
+            if value is None:
+                return "-"
+            met = value < limit if strict else value <= limit
+            return f"{fmt(value)} ({'met' if met else 'NOT MET'})"
+
+        med = median(r["added"] for r in later)
+        med_w = (median(r["added"] + f["wchar"] / len(later) for r in later)
+                 if f and f.get("wchar") is not None else None)
+        first = a.get("restore_first") if (a.get("restore_first") or {}).get("status") == "ok" else None
+
+        def rest(name):
+            rec = a.get(name)
+            if not first or not rec or rec["status"] != "ok":
+                return None
+            return rec["wall_s"] / first["wall_s"]
+
+        rss_values = [x for name, r in after_steps(a)
+                      if name.startswith("restore") and r["status"] == "ok"
+                      for x in r.get("max_rss_mib_runs", [r.get("max_rss_mib")]) if x is not None]
+        peak = f"{max(rss_values):.0f} MiB" if rss_values else "-"
+        repo = a.get("repo_after_prune")
+        tm = median(r["wall_s"] for r in later)
+        x = lambda v: f"{v:.2f}×"  # noqa: E731
+        lines += [f"Targets of the delta issue, {DB_VARIANTS[m]} ({n} hour{'s' * (n != 1)}"
+                  + ("" if n >= 48 else "; the issue's figure needs BENCH_HOURS=48") + "):", "",
+                  f"- median added per hour ≤ 100 KB: {verdict(med, 100e3, human)}; with "
+                  f"prune's writes spread in: {verdict(med_w, 100e3, human)}",
+                  f"- repository after forget --prune < 3× one compressed dump: "
+                  f"{verdict(repo / dump if repo and dump else None, 3, x, strict=True)}",
+                  f"- restore ≤ 2× the first: newest {verdict(rest('restore_newest'), 2, x)}; "
+                  f"after prune oldest kept {verdict(rest('restore_oldest_kept'), 2, x)}, "
+                  f"newest {verdict(rest('restore_newest_after_prune'), 2, x)}; peak RSS of "
+                  f"the restores {peak}",
+                  f"- hourly backup time ≤ 1.5× without deltas: "
+                  f"{verdict(tm / base_time if tm and base_time else None, 1.5, x)}", ""]
+    return lines
+
+
+def image_md(case, cfg):
+    names = [n for n in IMAGE_VARIANTS if n in case["variants"] or n in case["skipped"]]
+    if not names:
+        return []
+    k = cfg["image_rounds"] - 1
+
+    def row(label, fn):
+        return (label, [fn(name) for name in names])
+
+    first = lambda name: ok_records(case, name, True)   # noqa: E731
+    later = lambda name: ok_records(case, name, False)  # noqa: E731
+    after = lambda name: after_of(case, name)           # noqa: E731
+    med = lambda name, key: median(r.get(key) for r in later(name))  # noqa: E731
+
+    def restore(m, name):
+        a = after(m)
+        return step_cell(a.get(name), a.get("restore_first"), "round" if name != "restore_first" else None)
+
+    rows = [
+        row("round 0 (full backup): added · time", lambda m: f"{human(first(m)[0]['added'])} · "
+            f"{secs(first(m)[0]['wall_s'])}" if first(m) else "-"),
+        row(f"rounds 1–{k}: median added per round", lambda m: human(med(m, "added"))),
+        row(f"rounds 1–{k}: mean added per round", lambda m: human(mean(r["added"] for r in later(m)))),
+        row(f"rounds 1–{k}: restic's median added / this", lambda m: ratio(med("restic", "added"), med(m, "added"), 1)),
+        row(f"rounds 1–{k}: median time", lambda m: secs(med(m, "wall_s"))),
+        row(f"rounds 1–{k}: median time / strata --delta off",
+            lambda m: ratio(med(m, "wall_s"), med("strata-nodelta", "wall_s"))),
+        row(f"rounds 0–{k}: max RSS", lambda m: rss(first(m) + later(m))),
+        row("repository at the end", lambda m: human(max([r["repo_after"] for r in first(m) + later(m)], default=None))),
+        row("restore round 0 (first): time · RSS", lambda m: restore(m, "restore_first")),
+        row("restore newest: round · time · RSS · vs first", lambda m: restore(m, "restore_newest")),
+        row("restores matching the image's sha256", lambda m: sha_cell(after(m), "round")),
+        row("`strata stats` at the end", lambda m: stats_cell(after(m))),
+        row("backups ok", lambda m: f"{len(first(m) + later(m))} of {k + 1}"),
+        row("status", lambda m: status_cell(case, m)),
+    ]
+    lines = ["## Disk image", "",
+             f"- `{IMAGE_FILE}`: {human(cfg['image_size'])} of random bytes; before each of "
+             f"rounds 1–{k}, {cfg['image_writes']} random 4 KiB writes (aligned, random bytes, "
+             "fsync); page cache not dropped",
+             "- added = `du -sb` of the repository after minus before; time = the backup "
+             "command; a restore writes the file to /dev/null (`strata dump`, `restic dump`, "
+             f"`borg extract --stdout`), median of {cfg['restore_runs']} runs"]
+    if case.get("error"):
+        lines.append(f"- CASE STOPPED: {case['error']}")
+    lines += ["", md_table([IMAGE_VARIANTS[m] for m in names], rows), ""]
+    restic_added, strata_added = med("restic", "added"), med("strata", "added")
+    if restic_added and strata_added:
+        lines += [f"restic / strata (--delta auto), median added per round of rounds 1–{k}: "
+                  f"{restic_added / strata_added:.1f}×", ""]
+    per_round = []
+    for r in range(k + 1):
+        cells = []
+        for m in names:
+            rec = next((x for x in case["variants"].get(m, {}).get("records", [])
+                        if x["round"] == r), None)
+            cells.append("-" if rec is None else f"FAILED (rc {rec['rc']})"
+                         if rec["status"] != "ok" else f"{human(rec['added'])} · {secs(rec['wall_s'])}")
+        per_round.append((f"round {r}", cells))
+    lines += ["Per round: added · time", "", md_table([IMAGE_VARIANTS[m] for m in names], per_round), ""]
     return lines
 
 
@@ -1125,16 +1560,20 @@ def grow_md(case, cfg):
 def commands_md(results):
     """One example command per variant and case (the first one run)."""
     lines = ["## Commands", "", "```"]
-    for case_name in ("db", "grow"):
+    for case_name in CASES:
         for name, info in results.get(case_name, {}).get("variants", {}).items():
             if info["records"]:
                 lines.append(f"{case_name} {name}: {info['records'][0]['command']}")
+            for step in ("restore_first", "forget"):
+                rec = (info.get("after") or {}).get(step)
+                if rec:
+                    lines.append(f"{case_name} {name} {step.replace('_', ' ')}: {rec['command']}")
     return lines + ["```", ""]
 
 
 def problems_md(results):
     lines = []
-    for case_name in ("db", "grow"):
+    for case_name in CASES:
         for name, info in results.get(case_name, {}).get("variants", {}).items():
             failed = [r for r in info["records"] if r["status"] != "ok"]
             if info["stopped"] and not failed:   # failed at init
@@ -1143,6 +1582,20 @@ def problems_md(results):
                 step = f"hour {r['hour']}" if "hour" in r else f"round {r['round']}"
                 lines += [f"### {case_name} {name}, {step}: rc {r['rc']}", "```",
                           r.get("error", ""), "```"]
+            after = info.get("after") or {}
+            for step, r in after_steps(after):
+                if r["status"] != "ok":
+                    lines += [f"### {case_name} {name}, {step.replace('_', ' ')}: rc {r['rc']}",
+                              "```", r.get("error", ""), "```"]
+                elif r.get("sha256_ok") is False:
+                    lines += [f"### {case_name} {name}, {step.replace('_', ' ')}: wrong data",
+                              "```", f"sha256 {r.get('sha256')}, expected "
+                              f"{r.get('sha256_expected')}", "```"]
+            if after.get("error"):
+                lines += [f"### {case_name} {name}, after the backups", "```",
+                          after["error"], "```"]
+            if "error" in (after.get("stats") or {}):
+                lines += [f"### {case_name} {name}, stats", "```", after["stats"]["error"], "```"]
     return (["## Problems", ""] + lines) if lines else []
 
 
@@ -1153,15 +1606,19 @@ def render_md(results, cfg):
              f"- run: {results['started']} .. {results['finished']}",
              f"- machine: {m['cpu_model']}, {m['nproc']} CPUs, {m['ram_gib']} GiB RAM, "
              f"kernel {m['kernel']}, {m['os']}, {m['filesystem']} file system"]
-    for case_name in ("db", "grow"):
+    seen = set()
+    for case_name in CASES:
         for name, info in results.get(case_name, {}).get("variants", {}).items():
-            if case_name == "db" or name not in results.get("db", {}).get("variants", {}):
+            if name not in seen:
+                seen.add(name)
                 lines.append(f"- {name.split('-')[0]} ({name}): {info['version']}")
     lines.append("")
     if "db" in results:
         lines += db_md(results["db"], cfg)
     if "grow" in results:
         lines += grow_md(results["grow"], cfg)
+    if "image" in results:
+        lines += image_md(results["image"], cfg)
     lines += commands_md(results) + problems_md(results)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -1207,6 +1664,8 @@ def main():
         run_db_case(cfg, run_dir, results)
     if "grow" in cfg["cases"]:
         run_grow_case(cfg, run_dir, results)
+    if "image" in cfg["cases"]:
+        run_image_case(cfg, run_dir, results)
     results["finished"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     if not cfg["keep"]:
         shutil.rmtree(os.path.join(run_dir, "repos"), ignore_errors=True)

@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
-# Benchmark strata, restic and borg on streams: hourly database dumps from a
-# private MariaDB server, and a large file that grows between backups.
+# Benchmark strata, restic and borg on streams and big files: hourly database
+# dumps from a private MariaDB server (then restores, forget --prune and
+# restores again), a large file that grows between backups, and a disk image
+# with small random writes between backups.
 #
-#   bench/streams.sh                          # full run (600k rows x 12 hours, 2 GiB file x 5)
+#   bench/streams.sh                          # full run (600k rows x 12 hours,
+#                                             #   2 GiB file x 5, 1 GiB image x 6)
+#   BENCH_HOURS=48 BENCH_CASES=db bench/streams.sh   # the delta issue's figures
 #   BENCH_QUICK=1 bench/streams.sh            # smoke run
 #   BENCH_TOOLS=restic,borg bench/streams.sh  # a subset of the tools
-#   BENCH_CASES=grow bench/streams.sh         # one case only (db or grow)
+#   BENCH_CASES=grow bench/streams.sh         # a subset of the cases (db,grow,image)
 #
-# Installs restic, borgbackup, GNU time and MariaDB (server and client) from
-# Debian's packages if missing, then runs bench/streams.py (see its header
-# for all settings). strata is not built here: it uses $STRATA_BIN, else
-# target/release/strata, else target/debug/strata. Results are written to
-# $BENCH_DIR/streams.{json,md}.
+# Installs restic, borgbackup, GNU time and MariaDB (server and client; only
+# for the db case) from Debian's packages if missing, then runs
+# bench/streams.py (see its header for all settings). strata is not built
+# here: it uses $STRATA_BIN, else target/release/strata, else
+# target/debug/strata. Results are written to $BENCH_DIR/streams.{json,md}.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 export BENCH_DIR=${BENCH_DIR:-/var/tmp/strata-bench-streams}
 tools=",${BENCH_TOOLS:-strata,restic,borg},"
-cases=",${BENCH_CASES:-db,grow},"
+cases=",${BENCH_CASES:-db,grow,image},"
 
 log() { echo "[streams] $*"; }
 
