@@ -467,3 +467,69 @@ fn a_file_edited_at_random_places_restores_every_version_exactly() {
     }
     env.cmd().args(["check", "--read-data"]).assert().success();
 }
+
+// Found by attacking delta storage, second round (2026-11-30).
+
+/// A blob stored as a delta whose base a prune removed (the delta itself
+/// stayed, in a mostly used pack), then stored again whole: every later
+/// prune refused ("blobs that snapshots need are in no index") because it
+/// counted the base of every copy as needed, although the whole copy
+/// needs none, and check, repair index and repair snapshots found nothing
+/// to fix.
+#[test]
+fn prune_refused_for_good_after_a_delta_copy_lost_its_base() {
+    let env = Env::new();
+    env.init();
+    let dir = env.path("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = |seed: usize, edits: usize| {
+        let mut t = Table::new(60_000);
+        t.seed ^= seed as u64 * 0x1234_5678;
+        t.rows = (0..t.rows.len()).map(|i| t.row(i)).collect();
+        t.change(edits);
+        t.dump()
+    };
+    let v0 = Table::new(60_000).dump();
+    let mut t1 = Table::new(60_000);
+    t1.change(30);
+    let v1 = t1.dump();
+    let v22 = text(22, 0);
+    let v23 = text(22, 30);
+    let big = common::pseudo_random(8 << 20, 9);
+    let run = |files: &[(&str, &[u8])]| {
+        let mut args = Vec::new();
+        for (name, data) in files {
+            let path = dir.join(name);
+            std::fs::write(&path, data).unwrap();
+            args.push("--command".to_string());
+            args.push(format!("{name}=cat {}", path.display()));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.backup(&args);
+    };
+    run(&[("x.sql", &v0), ("z.bin", b"small")]);
+    run(&[("x.sql", &v1), ("z.bin", &big)]);
+    run(&[("x.sql", &v22), ("z.bin", &big)]);
+    env.cmd()
+        .args(["forget", "--keep-last", "1", "--prune"])
+        .assert()
+        .success();
+    run(&[("x.sql", &v23), ("z.bin", &big), ("copy.sql", &v1)]);
+    let out = env
+        .cmd()
+        .args(["forget", "--keep-last", "1", "--prune"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "prune refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let latest = env.snapshots().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(dump_path(&env, &latest, "copy.sql") == v1);
+    assert!(dump_path(&env, &latest, "x.sql") == v23);
+    env.cmd().args(["check", "--read-data"]).assert().success();
+}

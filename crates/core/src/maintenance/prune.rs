@@ -114,6 +114,9 @@ pub struct PrunePlan {
     indexed: HashMap<Id, IndexPack>,
     /// Used blob → the pack whose copy is kept.
     keep_in: HashMap<Id, Id>,
+    /// Used blobs stored both whole and as deltas: only a whole copy may be
+    /// kept, since their bases do not count as used.
+    whole_only: HashSet<Id>,
     /// Copies of used blobs that failed to verify: `(blob, pack, error)`.
     /// Another copy that verifies is kept instead; without one, every pack
     /// holding the blob is kept (see [`PrunePlan::pinned`]).
@@ -248,8 +251,9 @@ impl Refs {
         Ok(())
     }
 
-    /// Count `id` as used, and the base of every copy of it stored as a
-    /// delta, down its chain: a kept delta needs its base kept, as a
+    /// Count `id` as used and, unless a copy of it is stored whole (which
+    /// prune then keeps: [`whole_only`]), the base of every copy stored as
+    /// a delta, down its chain: a kept delta needs its base kept, as a
     /// snapshot needs its blobs (docs/design.md, "Delta storage").
     fn use_blob(&mut self, repo: &Repository, id: Id) {
         let mut pending = vec![id];
@@ -258,7 +262,10 @@ impl Refs {
                 continue;
             }
             let index = repo.index();
-            pending.extend(index.locations(&id).iter().filter_map(|l| l.base));
+            let copies = index.locations(&id);
+            if copies.iter().all(|l| l.base.is_some()) {
+                pending.extend(copies.iter().filter_map(|l| l.base));
+            }
         }
     }
 }
@@ -373,6 +380,7 @@ fn plan(
         .filter(|(id, _)| !opts.assume_forgotten.contains(id))
         .collect();
     plan.snapshots = refs.update(repo, snaps)?;
+    plan.whole_only = whole_only(repo, refs);
     let stored: HashMap<Id, u64> = pack_sizes(repo)?;
     if let Some(missing) = plan.indexed.keys().find(|p| !stored.contains_key(p)) {
         return Err(Error::missing(format!(
@@ -394,6 +402,29 @@ fn plan(
     check_complete(&plan, refs, lists)?;
     choose(&mut plan, uses, opts);
     Ok(plan)
+}
+
+/// The used blobs that have a copy stored whole and one stored as a delta.
+fn whole_only(repo: &Repository, refs: &Refs) -> HashSet<Id> {
+    if !repo.deltas() {
+        return HashSet::new();
+    }
+    let index = repo.index();
+    refs.used
+        .iter()
+        .filter(|id| {
+            let copies = index.locations(id);
+            copies.iter().any(|l| l.base.is_none()) && copies.iter().any(|l| l.base.is_some())
+        })
+        .copied()
+        .collect()
+}
+
+impl PrunePlan {
+    /// Whether this copy of a used blob may be the one kept.
+    fn may_keep(&self, blob: &IndexBlob) -> bool {
+        blob.base.is_none() || !self.whole_only.contains(&blob.id)
+    }
 }
 
 fn pack_sizes(repo: &Repository) -> Result<HashMap<Id, u64>> {
@@ -423,6 +454,7 @@ fn assign(plan: &mut PrunePlan, refs: &Refs, stored: &HashMap<Id, u64>) -> Vec<P
         };
         for blob in &pack.blobs {
             let kept_here = refs.used.contains(&blob.id)
+                && plan.may_keep(blob)
                 && *plan.keep_in.entry(blob.id).or_insert(pack.id) == pack.id;
             if kept_here {
                 u.used_blobs += 1;
@@ -471,7 +503,11 @@ fn verify_duplicates(repo: &Repository, plan: &mut PrunePlan, refs: &Refs) -> Re
     for (blob, bad_pack, error) in failed {
         plan.damaged.push((blob, bad_pack, error));
         let mut found = None;
-        for (pack, entry) in copies[&blob].iter().filter(|(p, _)| *p != bad_pack) {
+        let others: Vec<&(Id, IndexBlob)> = copies[&blob]
+            .iter()
+            .filter(|(p, b)| *p != bad_pack && plan.may_keep(b))
+            .collect();
+        for (pack, entry) in others {
             match verify_in_pack(repo, pack, std::slice::from_ref(entry))?.pop() {
                 Some((_, Ok(()))) => {
                     found = Some(*pack);

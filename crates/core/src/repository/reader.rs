@@ -100,7 +100,9 @@ impl FileReader {
                     self.current = blob
                         .recv()
                         .unwrap_or_else(|_| {
-                            Err(crate::Error::invalid("a reading thread stopped unexpectedly"))
+                            Err(crate::Error::invalid(
+                                "a reading thread stopped unexpectedly",
+                            ))
                         })
                         .map_err(io::Error::other)?;
                     self.pos_in_current = 0;
