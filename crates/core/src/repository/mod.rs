@@ -404,12 +404,12 @@ impl Repository {
     /// A data blob from the blobs the storage keeps locally, verified like
     /// any blob read; a copy that fails is forgotten.
     fn read_kept(&self, id: &Id) -> Option<Vec<u8>> {
-        let raw_length = self
+        let (raw_length, length) = self
             .index()
             .get(id)
             .filter(|l| l.kind == BlobKind::Data)
-            .map(|l| l.raw_length)?;
-        let sealed = self.storage.kept_blob(id)?;
+            .map(|l| (l.raw_length, l.length))?;
+        let sealed = self.storage.kept_blob(id, length)?;
         match self.open_blob(id, BlobKind::Data, &sealed, raw_length) {
             Ok(plain) => Some(plain),
             // Not a base that is not kept (the caller reads it elsewhere).

@@ -327,11 +327,21 @@ impl<S: Storage> Storage for CachedStorage<S> {
         true
     }
 
-    fn kept_blob(&self, id: &Id) -> Option<Vec<u8>> {
-        let path = self.blob_path(id);
-        let file = fs::File::open(&path).ok()?;
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut &file, &mut data).ok()?;
+    fn kept_blob(&self, id: &Id, length: u32) -> Option<Vec<u8>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Only a regular file of the right size: never through a link, and
+        // without waiting on a FIFO someone put there.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(self.blob_path(id))
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() || meta.len() != u64::from(length) {
+            return None;
+        }
+        let mut data = vec![0; length as usize];
+        file.read_exact_at(&mut data, 0).ok()?;
         // Used: kept for another KEPT_BLOB_LIFE.
         let _ = file.set_modified(std::time::SystemTime::now());
         Some(data)
@@ -468,6 +478,36 @@ mod tests {
         fn create_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
             self.inner.create_writer(kind)
         }
+    }
+
+    // Found by attacking delta storage (2026-11-30): a kept blob replaced
+    // by a FIFO hung the backup that read it; by a symlink to /dev/zero,
+    // it read until the machine ran out of memory.
+    #[test]
+    fn a_kept_blob_that_is_a_fifo_or_a_link_to_an_endless_file_is_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CachedStorage::new(MemoryStorage::new(), dir.path());
+        let (fifo, link, good) = (Id([1; 32]), Id([2; 32]), Id([3; 32]));
+        cache.keep_blob(&good, b"sealed bytes");
+        for id in [fifo, link] {
+            fs::create_dir_all(cache.blob_path(&id).parent().unwrap()).unwrap();
+        }
+        let path = std::ffi::CString::new(cache.blob_path(&fifo).as_os_str().as_encoded_bytes())
+            .unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/zero", cache.blob_path(&link)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let got = (cache.kept_blob(&fifo, 12), cache.kept_blob(&link, 12));
+            let _ = tx.send((got, cache.kept_blob(&good, 12), cache.kept_blob(&good, 13)));
+        });
+        let (bad, good, wrong_length) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading kept blobs hung");
+        assert_eq!(bad, (None, None));
+        assert_eq!(good.as_deref(), Some(&b"sealed bytes"[..]));
+        assert_eq!(wrong_length, None);
     }
 
     fn setup() -> (tempfile::TempDir, Arc<AtomicUsize>, CachedStorage<Counting>) {

@@ -218,8 +218,8 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     fn keeps_blobs(&self) -> bool {
         (**self).keeps_blobs()
     }
-    fn kept_blob(&self, id: &crate::id::Id) -> Option<Vec<u8>> {
-        (**self).kept_blob(id)
+    fn kept_blob(&self, id: &crate::id::Id, length: u32) -> Option<Vec<u8>> {
+        (**self).kept_blob(id, length)
     }
     fn keep_blob(&self, id: &crate::id::Id, sealed: &[u8]) {
         (**self).keep_blob(id, sealed)

@@ -132,9 +132,10 @@ pub trait Storage: Send + Sync {
         false
     }
 
-    /// The sealed bytes of a blob kept by [`Storage::keep_blob`], not
+    /// The sealed bytes of a blob kept by [`Storage::keep_blob`], if they
+    /// are `length` bytes long (the index says how long the blob is), not
     /// verified: the caller opens them with the key and checks the id.
-    fn kept_blob(&self, _id: &Id) -> Option<Vec<u8>> {
+    fn kept_blob(&self, _id: &Id, _length: u32) -> Option<Vec<u8>> {
         None
     }
 
