@@ -755,3 +755,93 @@ fn s3_deltas_take_their_bases_from_the_cache_never_the_server() {
         );
     }
 }
+
+/// Found by attacking delta storage (2026-11-30): the cache of a remote
+/// repository grew by the whole of every version of content that changes
+/// entirely (each kept for 30 days), while chunks that did not change aged
+/// out of it and were stored whole when they changed at last. Now each
+/// series (host and sources) lists what its next backup wants, and the
+/// rest goes (once an hour old).
+#[test]
+fn s3_cache_kept_every_version_of_a_stream_and_let_unchanged_chunks_age_out() {
+    let Some(url) = remote("STRATA_TEST_S3") else {
+        return;
+    };
+    let env = Env::new();
+    ok(&command(
+        &env,
+        &url,
+        &["init", "--kdf-memory", "1", "--kdf-iterations", "1"],
+    ));
+    let (random, steady) = (env.path("random.bin"), env.path("steady.bin"));
+    let mut steady_data = pseudo_random(6 << 20, 77);
+    let backup = |round: u64, steady_data: &[u8]| {
+        std::fs::write(&random, pseudo_random(6 << 20, 1000 + round)).unwrap();
+        std::fs::write(&steady, steady_data).unwrap();
+        let out = command_cached(
+            &env,
+            &url,
+            &[
+                "backup",
+                "--json",
+                "--command",
+                &format!("random.bin=cat {}", random.display()),
+                "--command",
+                &format!("steady.bin=cat {}", steady.display()),
+            ],
+            true,
+        );
+        ok(&out);
+        common::last_json(&out.stdout)["summary"]["data_added_stored"]
+            .as_u64()
+            .unwrap()
+    };
+    let kept = || -> (u64, Vec<PathBuf>) {
+        let files: Vec<PathBuf> = cache_files(&env.home().join(".cache/strata"))
+            .into_iter()
+            .filter(|p| {
+                p.to_string_lossy().contains("/blobs/") && !p.to_string_lossy().contains("/series/")
+            })
+            .collect();
+        (
+            files.iter().map(|f| f.metadata().unwrap().len()).sum(),
+            files,
+        )
+    };
+    // Make every kept blob look older than the grace period.
+    let age = |files: &[PathBuf]| {
+        let old = std::time::SystemTime::now() - Duration::from_secs(3 * 3600);
+        for f in files {
+            std::fs::File::options()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+    };
+    backup(0, &steady_data);
+    for round in 1..4 {
+        age(&kept().1);
+        // One small change at the end of the steady stream: its other
+        // chunks stay as they were, and must stay in the cache.
+        let n = steady_data.len();
+        steady_data[n - 10..].copy_from_slice(&pseudo_random(10, round));
+        let added = backup(round, &steady_data);
+        // The random stream is stored whole (6 MiB); the steady one costs
+        // a delta of its last chunk.
+        assert!(added < (6 << 20) + (1 << 20), "round {round}: {added}");
+    }
+    let (bytes, _) = kept();
+    // One version of each stream, not four of the random one.
+    assert!(bytes < 14 << 20, "the cache keeps {bytes} bytes of blobs");
+    // Changing the start of the steady stream now needs its first chunk,
+    // unchanged since the first backup: still in the cache, so a delta.
+    steady_data[..10].copy_from_slice(&pseudo_random(10, 99));
+    age(&kept().1);
+    let added = backup(9, &steady_data);
+    assert!(
+        added < (6 << 20) + (1 << 20),
+        "first chunk stored whole: {added}"
+    );
+}

@@ -57,6 +57,9 @@ pub struct BlobSaver {
     repo: Arc<Repository>,
     /// Blobs added by this saver (the repository index holds the rest).
     seen: Mutex<HashSet<Id>>,
+    /// Blobs the next backup will want as delta bases (chunks of streams
+    /// and changed files, with their chains): what a local cache keeps.
+    kept: Mutex<HashSet<Id>>,
     data: Mutex<OpenPack>,
     tree: Mutex<OpenPack>,
     written: Arc<Mutex<Vec<IndexPack>>>,
@@ -101,6 +104,7 @@ impl BlobSaver {
         BlobSaver {
             repo,
             seen: Mutex::default(),
+            kept: Mutex::default(),
             data: Mutex::default(),
             tree: Mutex::default(),
             written,
@@ -111,6 +115,16 @@ impl BlobSaver {
 
     pub fn repo(&self) -> &Arc<Repository> {
         &self.repo
+    }
+
+    /// Note blobs the next backup will want as delta bases.
+    pub fn note_kept(&self, ids: impl IntoIterator<Item = Id>) {
+        lock(&self.kept).extend(ids);
+    }
+
+    /// The blobs noted by [`BlobSaver::note_kept`].
+    pub fn kept(&self) -> Vec<Id> {
+        lock(&self.kept).iter().copied().collect()
     }
 
     /// Whether a blob is already stored or being stored.

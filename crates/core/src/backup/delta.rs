@@ -75,6 +75,18 @@ fn base_depth(sequence: u64) -> Option<usize> {
     (sequence > 0).then(|| (sequence.count_ones() as usize - 1).min(WRITE_LIMIT - 1))
 }
 
+/// Note the chunks of unchanged content stored with deltas, and their
+/// chains, as wanted by the next backup (for storage that keeps blobs).
+pub(super) fn note_unchanged(saver: &BlobSaver, content: &[Id]) {
+    let repo = saver.repo();
+    if !repo.deltas() || !repo.storage().keeps_blobs() {
+        return;
+    }
+    for id in content {
+        saver.note_kept(chain(repo, id).unwrap_or_else(|| vec![*id]));
+    }
+}
+
 /// `id` and its bases, down to the whole blob, from the index; `None` if
 /// the chain is broken or too long.
 fn chain(repo: &Repository, id: &Id) -> Option<Vec<Id>> {
@@ -154,6 +166,13 @@ impl<'a> ChunkSaver<'a> {
             None if self.keep => self.saver.save_kept(id, chunk)?,
             None => self.saver.save_with_id(BlobKind::Data, id, chunk)?,
         };
+        if self.keep && repo.storage().keeps_blobs() {
+            let chain = match (saved.delta, base) {
+                (true, Some(b)) => chain(repo, &b).map(|c| [id].into_iter().chain(c).collect()),
+                _ => chain(repo, &id),
+            };
+            self.saver.note_kept(chain.unwrap_or_else(|| vec![id]));
+        }
         self.offset += chunk.len() as u64;
         if saved.added {
             outcome.blobs_added += 1;

@@ -379,6 +379,16 @@ pub fn run(
     lock.check()?;
     let id = repo.save_snapshot(&snapshot)?;
     crate::interrupt::mark_committed();
+    if repo.storage().keeps_blobs() {
+        // The series: the same host and sources back up the same content.
+        let mut key = snapshot.hostname.clone();
+        for part in snapshot.source_key() {
+            key.push('\0');
+            key.push_str(&part);
+        }
+        let series = Id::of_object(key.as_bytes()).to_hex();
+        repo.storage().keep_only(&series[..16], &saver.kept());
+    }
     Ok((id, snapshot))
 }
 
@@ -606,6 +616,9 @@ impl Walker<'_> {
         match node.kind {
             NodeKind::File => {
                 if let Some(content) = self.unchanged(&node, parent) {
+                    if self.wants_deltas(path, &node) {
+                        delta::note_unchanged(self.saver, &content.0);
+                    }
                     node.content = Some(content.0);
                     node.extents = content.1;
                     self.summary.files_unchanged += 1;
@@ -849,15 +862,26 @@ impl Walker<'_> {
             .filter(|p| p.kind == NodeKind::File && repo.deltas())?
             .content
             .as_ref()?;
-        let forced = self
-            .delta_patterns
-            .as_ref()
-            .is_some_and(|p| p.matched(path, false).is_ignore());
-        let auto = self.delta == DeltaMode::Auto && node.size >= DELTA_FILE_THRESHOLD;
-        if !forced && !auto {
+        if !self.wants_deltas(path, node) {
             return None;
         }
-        Some((delta::Previous::new(repo, content)?, forced))
+        Some((
+            delta::Previous::new(repo, content)?,
+            self.delta_forced(path),
+        ))
+    }
+
+    /// Whether a pattern says `path` is stored with deltas whatever its size.
+    fn delta_forced(&self, path: &Path) -> bool {
+        self.delta_patterns
+            .as_ref()
+            .is_some_and(|p| p.matched(path, false).is_ignore())
+    }
+
+    /// Whether the file `node` at `path` is stored with deltas when it changes.
+    fn wants_deltas(&self, path: &Path, node: &Node) -> bool {
+        (self.delta == DeltaMode::Auto && node.size >= DELTA_FILE_THRESHOLD)
+            || self.delta_forced(path)
     }
 
     fn fail(&mut self, path: &Path, message: &str) {

@@ -27,8 +27,12 @@ use crate::id::Id;
 /// Temporary files older than this were left by a process that died.
 const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Kept blobs (bases of deltas) not used for this long are deleted.
-const KEPT_BLOB_LIFE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+/// A kept blob no series wants is deleted once it is this old (younger
+/// ones may belong to a backup still running).
+const KEPT_BLOB_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A series not backed up for this long no longer holds its kept blobs.
+const SERIES_LIFE: std::time::Duration = std::time::Duration::from_secs(90 * 24 * 3600);
 
 pub struct CachedStorage<S> {
     inner: S,
@@ -41,8 +45,6 @@ pub struct CachedStorage<S> {
     /// Held while a pack is fetched, so that readers of the same pack wait
     /// for one download instead of starting their own.
     fetching: [Mutex<()>; 16],
-    /// Kept blobs unused for [`KEPT_BLOB_LIFE`] were deleted by this process.
-    swept: AtomicBool,
 }
 
 impl<S: Storage> CachedStorage<S> {
@@ -54,7 +56,6 @@ impl<S: Storage> CachedStorage<S> {
             verified: Mutex::default(),
             unusable: AtomicBool::new(false),
             fetching: Default::default(),
-            swept: AtomicBool::new(false),
         }
     }
 
@@ -63,24 +64,24 @@ impl<S: Storage> CachedStorage<S> {
         self.dir.join("blobs").join(&hex[..2]).join(hex)
     }
 
-    /// Delete kept blobs no backup used for [`KEPT_BLOB_LIFE`] (reading
-    /// one marks it used), and their temporary files left by a crash.
-    fn sweep_kept_blobs(&self) {
-        if self.swept.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let dirs = fs::read_dir(self.dir.join("blobs")).into_iter().flatten();
-        for dir in dirs.flatten() {
-            for file in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
-                let old = file
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > KEPT_BLOB_LIFE));
-                if old {
-                    let _ = fs::remove_file(file.path());
-                }
+    /// The blobs every series wants (`blobs/series/*`: one file per series,
+    /// the hex ids one per line), dropping series gone for [`SERIES_LIFE`].
+    fn wanted_blobs(&self) -> HashSet<String> {
+        let mut wanted = HashSet::new();
+        let dir = self.dir.join("blobs/series");
+        for file in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let gone = file
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > SERIES_LIFE));
+            if gone {
+                let _ = fs::remove_file(file.path());
+                continue;
             }
+            let text = fs::read_to_string(file.path()).unwrap_or_default();
+            wanted.extend(text.lines().map(str::to_string));
         }
+        wanted
     }
 
     fn path(&self, kind: ObjectKind, name: &str) -> PathBuf {
@@ -342,14 +343,36 @@ impl<S: Storage> Storage for CachedStorage<S> {
         }
         let mut data = vec![0; length as usize];
         file.read_exact_at(&mut data, 0).ok()?;
-        // Used: kept for another KEPT_BLOB_LIFE.
-        let _ = file.set_modified(std::time::SystemTime::now());
         Some(data)
     }
 
     fn keep_blob(&self, id: &Id, sealed: &[u8]) {
-        self.sweep_kept_blobs();
         self.put(&self.blob_path(id), sealed);
+    }
+
+    fn keep_only(&self, series: &str, ids: &[Id]) {
+        let mut list = String::with_capacity(ids.len() * 65);
+        for id in ids {
+            list.push_str(&id.to_hex());
+            list.push('\n');
+        }
+        if !self.put(&self.dir.join("blobs/series").join(series), list.as_bytes()) {
+            return; // without its list, this series' blobs could go
+        }
+        let wanted = self.wanted_blobs();
+        let dirs = fs::read_dir(self.dir.join("blobs")).into_iter().flatten();
+        for dir in dirs.flatten().filter(|d| d.file_name().len() == 2) {
+            for file in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+                let name = file.file_name().to_string_lossy().into_owned();
+                let young = file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().map_or(true, |age| age < KEPT_BLOB_GRACE));
+                if !wanted.contains(&name) && !young {
+                    let _ = fs::remove_file(file.path());
+                }
+            }
+        }
     }
 
     fn drop_kept_blob(&self, id: &Id) {
@@ -492,8 +515,8 @@ mod tests {
         for id in [fifo, link] {
             fs::create_dir_all(cache.blob_path(&id).parent().unwrap()).unwrap();
         }
-        let path = std::ffi::CString::new(cache.blob_path(&fifo).as_os_str().as_encoded_bytes())
-            .unwrap();
+        let path =
+            std::ffi::CString::new(cache.blob_path(&fifo).as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
         std::os::unix::fs::symlink("/dev/zero", cache.blob_path(&link)).unwrap();

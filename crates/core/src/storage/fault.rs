@@ -227,6 +227,9 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     fn drop_kept_blob(&self, id: &crate::id::Id) {
         (**self).drop_kept_blob(id)
     }
+    fn keep_only(&self, series: &str, ids: &[crate::id::Id]) {
+        (**self).keep_only(series, ids)
+    }
     fn stale_temporaries(
         &self,
         older_than: std::time::Duration,

@@ -146,6 +146,11 @@ pub trait Storage: Send + Sync {
     /// Forget a kept blob that failed to verify.
     fn drop_kept_blob(&self, _id: &Id) {}
 
+    /// After a backup of the series `series` (a short name: host and
+    /// sources), the blobs its next backup wants: kept blobs that neither
+    /// this series nor another one wants are deleted.
+    fn keep_only(&self, _series: &str, _ids: &[Id]) {}
+
     /// [`Storage::read_range`] of an object holding repository metadata
     /// (a pack of trees) that most commands read again: a caching storage
     /// keeps a whole copy of the object.
