@@ -533,3 +533,28 @@ fn prune_refused_for_good_after_a_delta_copy_lost_its_base() {
     assert!(dump_path(&env, &latest, "x.sql") == v23);
     env.cmd().args(["check", "--read-data"]).assert().success();
 }
+
+/// `cat pack` read every pack with the version 1 header parser: a pack
+/// holding a delta was "pack header has a bad version or length".
+#[test]
+fn cat_pack_called_a_pack_with_deltas_damaged() {
+    let env = Env::new();
+    env.init();
+    let file = env.path("dump.sql");
+    let mut table = Table::new(40_000);
+    backup(&env, &table.dump(), &file);
+    table.change(40);
+    backup(&env, &table.dump(), &file);
+    let mut bases = 0;
+    for pack in walkdir(&env.repo().join("data")) {
+        let name = pack.file_name().unwrap().to_str().unwrap().to_string();
+        let listed = env.json(&["cat", "pack", &name]);
+        bases += listed["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["base"].is_string())
+            .count();
+    }
+    assert!(bases > 0, "no pack lists a delta with its base");
+}

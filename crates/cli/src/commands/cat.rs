@@ -121,10 +121,18 @@ pub fn run(global: &GlobalArgs, args: &Args) -> Result<u8> {
         Kind::Pack => {
             let id = need_id()?;
             let data = repo.storage().read(ObjectKind::Pack, &id)?;
-            let entries = strata_core::format::pack::parse_pack(repo.key(), &data)?;
+            let entries =
+                strata_core::format::pack::parse_pack_of(repo.key(), &data, repo.deltas())?;
             let list: Vec<_> = entries
                 .iter()
-                .map(|e| json!({"id": e.id.to_hex(), "type": e.kind, "offset": e.offset, "length": e.length, "raw_length": e.raw_length}))
+                .map(|e| {
+                    let mut blob = json!({"id": e.id.to_hex(), "type": e.kind, "offset": e.offset,
+                                          "length": e.length, "raw_length": e.raw_length});
+                    if let Some(base) = e.base {
+                        blob["base"] = json!(base.to_hex());
+                    }
+                    blob
+                })
                 .collect();
             pretty(&json!({"id": id, "size": data.len(), "blobs": list}))?;
         }
