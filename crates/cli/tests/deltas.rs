@@ -558,3 +558,20 @@ fn cat_pack_called_a_pack_with_deltas_damaged() {
     }
     assert!(bases > 0, "no pack lists a delta with its base");
 }
+
+/// A directory pattern (`sub/`) in --delta-pattern matched nothing: files
+/// were matched alone, not with their directories, unlike --exclude.
+#[test]
+fn a_directory_delta_pattern_matched_no_file_in_it() {
+    let env = Env::new();
+    env.init();
+    let dir = env.path("src");
+    let file = dir.join("sub/x.db");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let versions = image_versions(2 << 20, 4, 2);
+    std::fs::write(&file, &versions[0]).unwrap();
+    stored(&env, &dir, &["--delta-pattern", "sub/"]);
+    std::fs::write(&file, &versions[1]).unwrap();
+    let (_, added) = stored(&env, &dir, &["--delta-pattern", "sub/"]);
+    assert!(added < 1 << 20, "sub/x.db stored whole: {added} bytes");
+}

@@ -365,6 +365,17 @@ impl Excluder {
     }
 }
 
+/// Whether the file at `path` matches `set`, itself or by a directory it
+/// is in (`sub/` names every file under `sub`), as --exclude would leave
+/// it out.
+pub(crate) fn matches_file(set: &Gitignore, path: &Path) -> bool {
+    if path.is_absolute() {
+        set.matched_path_or_any_parents(path, false).is_ignore()
+    } else {
+        set.matched(path, false).is_ignore()
+    }
+}
+
 /// A gitignore-style matcher for `lines` (`None` if there are none);
 /// `what` names the option in messages.
 pub(crate) fn patterns(lines: &[String], what: &str) -> Result<Option<Gitignore>> {

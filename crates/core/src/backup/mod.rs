@@ -823,7 +823,7 @@ impl Walker<'_> {
         parent: Option<&Node>,
     ) -> Option<append::AppendPlan> {
         let patterns = self.append_only.as_ref()?;
-        if !patterns.matched(path, false).is_ignore() {
+        if !crate::walk::matches_file(patterns, path) {
             return None;
         }
         let p = parent.filter(|p| {
@@ -875,7 +875,7 @@ impl Walker<'_> {
     fn delta_forced(&self, path: &Path) -> bool {
         self.delta_patterns
             .as_ref()
-            .is_some_and(|p| p.matched(path, false).is_ignore())
+            .is_some_and(|p| crate::walk::matches_file(p, path))
     }
 
     /// Whether the file `node` at `path` is stored with deltas when it changes.
