@@ -278,12 +278,27 @@ fn check_packs(
             Err(e) => report.errors.push(format!("pack {name}: {e}")),
         }
     }
+    // Packs a prune condemned may still hold what a snapshot needs.
+    let condemned: HashSet<Id> = repo
+        .condemned_lists()
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|(_, list)| list.packs.iter().map(|p| p.id))
+        .collect();
     for name in stored.keys() {
-        if Id::from_hex(name).map_or(true, |id| !indexed.contains_key(&id)) {
-            report.warnings.push(format!(
-                "pack {name}: not listed in any index (left by an interrupted backup; harmless)"
-            ));
+        let id = Id::from_hex(name).ok();
+        if id.is_some_and(|id| indexed.contains_key(&id)) {
+            continue;
         }
+        report.warnings.push(if id.is_some_and(|id| condemned.contains(&id)) {
+            format!(
+                "pack {name}: condemned by a prune while backups ran; the next prune deletes it or, if a snapshot needs it, indexes it again (never delete it by hand)"
+            )
+        } else {
+            format!(
+                "pack {name}: not listed in any index (left by an interrupted backup or being written by a running one; the next prune deletes it)"
+            )
+        });
     }
     lost
 }

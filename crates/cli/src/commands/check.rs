@@ -98,7 +98,8 @@ fn print_damaged_snapshots(ids: &[strata_core::Id]) {
     outln!(
         "{} damaged data: {}\n\
          if that data is lost for good, `strata repair index` followed by \
-         `strata repair snapshots` keeps what survives",
+         `strata repair snapshots --read-data` keeps what survives \
+         (without --read-data, only missing data is found, not damaged data)",
         if ids.len() == 1 {
             "1 snapshot reaches".to_string()
         } else {

@@ -457,7 +457,10 @@ impl Repository {
             match read {
                 Ok(plain) => {
                     if let Some(e) = &failed {
-                        tracing::warn!("{e}; read an intact copy from pack {}", loc.pack);
+                        tracing::warn!(
+                            "{e}; read an intact copy of blob {id} from pack {}",
+                            loc.pack
+                        );
                     }
                     return Ok(plain);
                 }
