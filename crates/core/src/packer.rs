@@ -61,6 +61,10 @@ pub struct BlobSaver {
     /// and changed files, with their chains): what a local cache keeps.
     kept: Mutex<HashSet<Id>>,
     data: Mutex<OpenPack>,
+    /// Deltas go to packs of their own: most of them die with the snapshot
+    /// that made them, while whole chunks live on as bases, and a pack
+    /// mixing the two would be repacked by every prune.
+    deltas: Mutex<OpenPack>,
     tree: Mutex<OpenPack>,
     written: Arc<Mutex<Vec<IndexPack>>>,
     finishers: Mutex<Option<Finishers>>,
@@ -106,6 +110,7 @@ impl BlobSaver {
             seen: Mutex::default(),
             kept: Mutex::default(),
             data: Mutex::default(),
+            deltas: Mutex::default(),
             tree: Mutex::default(),
             written,
             finishers: Mutex::new(Some(Finishers { queue, threads })),
@@ -247,7 +252,7 @@ impl BlobSaver {
     ) -> Result<Saved> {
         let stored = sealed.len() as u64;
         let full = {
-            let mut open = lock(self.open_pack(kind));
+            let mut open = lock(self.open_pack(kind, base.is_some()));
             if open.writer.is_none() {
                 let storage = self.repo.storage();
                 open.writer = Some(match kind {
@@ -286,10 +291,11 @@ impl BlobSaver {
         })
     }
 
-    fn open_pack(&self, kind: BlobKind) -> &Mutex<OpenPack> {
-        match kind {
-            BlobKind::Data => &self.data,
-            BlobKind::Tree => &self.tree,
+    fn open_pack(&self, kind: BlobKind, delta: bool) -> &Mutex<OpenPack> {
+        match (kind, delta) {
+            (BlobKind::Data, false) => &self.data,
+            (BlobKind::Data, true) => &self.deltas,
+            (BlobKind::Tree, _) => &self.tree,
         }
     }
 
@@ -317,8 +323,12 @@ impl BlobSaver {
     /// Write the partly filled packs and wait until every pack is stored.
     /// The saver accepts no more blobs afterwards; flushing again is a no-op.
     pub fn flush(&self) -> Result<()> {
-        for kind in [BlobKind::Data, BlobKind::Tree] {
-            let open = std::mem::take(&mut *lock(self.open_pack(kind)));
+        for (kind, delta) in [
+            (BlobKind::Data, false),
+            (BlobKind::Data, true),
+            (BlobKind::Tree, false),
+        ] {
+            let open = std::mem::take(&mut *lock(self.open_pack(kind, delta)));
             if open.writer.is_some() {
                 self.write_pack(open)?;
             }

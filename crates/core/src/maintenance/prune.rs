@@ -114,9 +114,6 @@ pub struct PrunePlan {
     indexed: HashMap<Id, IndexPack>,
     /// Used blob → the pack whose copy is kept.
     keep_in: HashMap<Id, Id>,
-    /// Used blobs stored both whole and as deltas: only a whole copy may be
-    /// kept, since their bases do not count as used.
-    whole_only: HashSet<Id>,
     /// Copies of used blobs that failed to verify: `(blob, pack, error)`.
     /// Another copy that verifies is kept instead; without one, every pack
     /// holding the blob is kept (see [`PrunePlan::pinned`]).
@@ -251,10 +248,12 @@ impl Refs {
         Ok(())
     }
 
-    /// Count `id` as used and, unless a copy of it is stored whole (which
-    /// prune then keeps: [`whole_only`]), the base of every copy stored as
-    /// a delta, down its chain: a kept delta needs its base kept, as a
-    /// snapshot needs its blobs (docs/design.md, "Delta storage").
+    /// Count `id` as used and, unless a copy of it is stored whole, the
+    /// bases of its copies stored as deltas, down their chains: a kept
+    /// delta needs its base kept, as a snapshot needs its blobs
+    /// (docs/design.md, "Delta storage"). Only copies whose chain the index
+    /// lists count, unless none does; a copy whose base is not used is
+    /// never the one kept ([`may_keep`]).
     fn use_blob(&mut self, repo: &Repository, id: Id) {
         let mut pending = vec![id];
         while let Some(id) = pending.pop() {
@@ -263,9 +262,16 @@ impl Refs {
             }
             let index = repo.index();
             let copies = index.locations(&id);
-            if copies.iter().all(|l| l.base.is_some()) {
-                pending.extend(copies.iter().filter_map(|l| l.base));
+            if copies.iter().any(|l| l.base.is_none()) {
+                continue;
             }
+            let bases: Vec<Id> = copies.iter().filter_map(|l| l.base).collect();
+            let readable: Vec<Id> = bases
+                .iter()
+                .copied()
+                .filter(|b| index.chain_listed(b))
+                .collect();
+            pending.extend(if readable.is_empty() { bases } else { readable });
         }
     }
 }
@@ -380,7 +386,6 @@ fn plan(
         .filter(|(id, _)| !opts.assume_forgotten.contains(id))
         .collect();
     plan.snapshots = refs.update(repo, snaps)?;
-    plan.whole_only = whole_only(repo, refs);
     let stored: HashMap<Id, u64> = pack_sizes(repo)?;
     if let Some(missing) = plan.indexed.keys().find(|p| !stored.contains_key(p)) {
         return Err(Error::missing(format!(
@@ -404,27 +409,10 @@ fn plan(
     Ok(plan)
 }
 
-/// The used blobs that have a copy stored whole and one stored as a delta.
-fn whole_only(repo: &Repository, refs: &Refs) -> HashSet<Id> {
-    if !repo.deltas() {
-        return HashSet::new();
-    }
-    let index = repo.index();
-    refs.used
-        .iter()
-        .filter(|id| {
-            let copies = index.locations(id);
-            copies.iter().any(|l| l.base.is_none()) && copies.iter().any(|l| l.base.is_some())
-        })
-        .copied()
-        .collect()
-}
-
-impl PrunePlan {
-    /// Whether this copy of a used blob may be the one kept.
-    fn may_keep(&self, blob: &IndexBlob) -> bool {
-        blob.base.is_none() || !self.whole_only.contains(&blob.id)
-    }
+/// Whether this copy of a used blob may be the one kept: stored whole, or
+/// a delta whose base is used too (so kept as well).
+fn may_keep(refs: &Refs, blob: &IndexBlob) -> bool {
+    blob.base.is_none_or(|b| refs.used.contains(&b))
 }
 
 fn pack_sizes(repo: &Repository) -> Result<HashMap<Id, u64>> {
@@ -454,7 +442,7 @@ fn assign(plan: &mut PrunePlan, refs: &Refs, stored: &HashMap<Id, u64>) -> Vec<P
         };
         for blob in &pack.blobs {
             let kept_here = refs.used.contains(&blob.id)
-                && plan.may_keep(blob)
+                && may_keep(refs, blob)
                 && *plan.keep_in.entry(blob.id).or_insert(pack.id) == pack.id;
             if kept_here {
                 u.used_blobs += 1;
@@ -505,7 +493,7 @@ fn verify_duplicates(repo: &Repository, plan: &mut PrunePlan, refs: &Refs) -> Re
         let mut found = None;
         let others: Vec<&(Id, IndexBlob)> = copies[&blob]
             .iter()
-            .filter(|(p, b)| *p != bad_pack && plan.may_keep(b))
+            .filter(|(p, b)| *p != bad_pack && may_keep(refs, b))
             .collect();
         for (pack, entry) in others {
             match verify_in_pack(repo, pack, std::slice::from_ref(entry))?.pop() {
