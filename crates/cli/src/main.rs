@@ -82,6 +82,10 @@ enum Command {
     Unlock(commands::unlock::Args),
     /// Upgrade a format version 1 repository to version 2 (delta storage).
     Upgrade(commands::upgrade::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(commands::completions::Args),
+    /// Write man pages (strata.1 and one per command) into a directory.
+    Man(commands::man::Args),
 }
 
 fn main() -> ExitCode {
@@ -107,6 +111,8 @@ fn main() -> ExitCode {
         Command::Repair(a) => commands::repair::run(&cli.global, a),
         Command::Unlock(a) => commands::unlock::run(&cli.global, a),
         Command::Upgrade(a) => commands::upgrade::run(&cli.global, a),
+        Command::Completions(a) => commands::completions::run(&cli.global, a),
+        Command::Man(a) => commands::man::run(&cli.global, a),
         Command::Prune(a) => commands::prune::run(&cli.global, a),
     };
     match result {
@@ -177,6 +183,7 @@ impl Command {
                 | Command::Check(_)
                 | Command::Diff(_)
                 | Command::Stats(_)
+                | Command::Completions(_)
         ) || matches!(self, Command::Key(k) if k.read_only())
     }
 }

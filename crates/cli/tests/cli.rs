@@ -1562,3 +1562,49 @@ fn diff_against_the_disk_shows_what_changed_since_the_backup() {
         "the error says how to choose the directory"
     );
 }
+
+#[test]
+fn completions_for_every_shell_and_man_pages_for_every_command() {
+    let env = Env::new();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = env.cmd().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            script.contains("restore-db") && script.contains("--delta-pattern"),
+            "{shell}"
+        );
+    }
+    // The bash script is valid bash.
+    let bash = env.cmd().args(["completions", "bash"]).output().unwrap();
+    let file = env.path("strata.bash");
+    std::fs::write(&file, &bash.stdout).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(syntax.success());
+    let out = env.cmd().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    let dir = env.path("man/man1");
+    env.cmd()
+        .args(["man", dir.to_str().unwrap()])
+        .assert()
+        .success();
+    for page in [
+        "strata.1",
+        "strata-backup.1",
+        "strata-key-add.1",
+        "strata-repair-snapshots.1",
+    ] {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap();
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page}: {text:.200}"
+        );
+    }
+    let backup = std::fs::read_to_string(dir.join("strata-backup.1")).unwrap();
+    assert!(backup.contains("strata backup") && backup.contains("delta"));
+}

@@ -1,6 +1,7 @@
 pub mod backup;
 pub mod cat;
 pub mod check;
+pub mod completions;
 pub mod diff;
 pub mod dump;
 pub mod find;
@@ -8,6 +9,7 @@ pub mod forget;
 pub mod init;
 pub mod key;
 pub mod ls;
+pub mod man;
 pub mod prune;
 pub mod repair;
 pub mod restore;
