@@ -219,3 +219,25 @@ fn check_without_reading_data_reports_a_delta_whose_base_is_gone() {
         report.errors
     );
 }
+
+// Found by attacking delta storage (2026-11-30): a command that opened a
+// format 1 repository before `upgrade` and took its lock after it went on
+// as format 1 (repair index left the new delta packs unindexed).
+#[test]
+fn a_command_opened_before_an_upgrade_worked_from_the_old_format() {
+    let storage = Arc::new(MemoryStorage::new());
+    let mut config = small_config();
+    config.version = strata_core::format::VERSION;
+    Repository::init_with(storage.clone(), b"pw", KDF, config).unwrap();
+    let early = Repository::open(storage.clone(), b"pw").unwrap();
+    let upgrader = Repository::open(storage.clone(), b"pw").unwrap();
+    assert_eq!(upgrader.upgrade().unwrap(), 1);
+    let Err(err) = early.lock(strata_core::repository::LockKind::Shared) else {
+        panic!("a lock was given on a config that changed");
+    };
+    assert!(err.to_string().contains("upgraded"), "{err}");
+    let late = Repository::open(storage, b"pw").unwrap();
+    assert!(late.deltas());
+    late.lock(strata_core::repository::LockKind::Shared)
+        .unwrap();
+}

@@ -183,7 +183,25 @@ impl Repository {
 
     /// Take a lock, held (and refreshed) until the guard is dropped.
     pub fn lock(&self, kind: LockKind) -> Result<LockGuard> {
-        lock::acquire(&self.storage, &self.key, kind, self.lock_timing)
+        let guard = lock::acquire(&self.storage, &self.key, kind, self.lock_timing)?;
+        self.check_config_version()?;
+        Ok(guard)
+    }
+
+    /// The config's version is still the one read at open: `upgrade`
+    /// (which holds an exclusive lock) may have changed it between this
+    /// process's open and its lock, and a command working from the old
+    /// version would misread what the new one allows.
+    fn check_config_version(&self) -> Result<()> {
+        let sealed = self.storage.read(ObjectKind::Config, "config")?;
+        let now: Config = open_object(&self.key, ad::CONFIG, &sealed, "config")?;
+        if now.version != self.config.version {
+            return Err(Error::invalid(format!(
+                "the repository was upgraded from format version {} to {} after this command opened it; run the command again",
+                self.config.version, now.version
+            )));
+        }
+        Ok(())
     }
 
     /// A shared lock for a command that only reads (restore, check). On

@@ -78,8 +78,9 @@ impl<S: Storage> CachedStorage<S> {
                 let _ = fs::remove_file(file.path());
                 continue;
             }
-            let text = fs::read_to_string(file.path()).unwrap_or_default();
-            wanted.extend(text.lines().map(str::to_string));
+            if let Some(text) = read_regular(&file.path(), MAX_SERIES_LIST) {
+                wanted.extend(String::from_utf8_lossy(&text).lines().map(str::to_string));
+            }
         }
         wanted
     }
@@ -150,6 +151,10 @@ impl<S: Storage> CachedStorage<S> {
     fn forget_unlisted(&self, kind: ObjectKind, listed: &[ObjectInfo]) {
         let names: HashSet<&str> = listed.iter().map(|o| o.name.as_str()).collect();
         let dir = self.dir.join(kind.dir());
+        // A link in the cache would lead deletion outside it.
+        if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return;
+        }
         let files: Vec<fs::DirEntry> = match kind {
             ObjectKind::Pack => {
                 // ranges of packs, kept by an earlier version of the cache
@@ -158,6 +163,7 @@ impl<S: Storage> CachedStorage<S> {
                     fs::read_dir(&dir).into_iter().flatten().flatten().collect();
                 let inner = top
                     .iter()
+                    .filter(|d| d.file_type().is_ok_and(|t| t.is_dir()))
                     .filter_map(|d| fs::read_dir(d.path()).ok())
                     .flatten()
                     .flatten()
@@ -188,6 +194,27 @@ impl<S: Storage> CachedStorage<S> {
             }
         }
     }
+}
+
+/// A series list longer than this is damage (a million ids).
+const MAX_SERIES_LIST: u64 = 65 << 20;
+
+/// The bytes of a regular file at `path` of at most `max` bytes: never
+/// through a link, nor from a FIFO or device someone put in the cache.
+fn read_regular(path: &Path, max: u64) -> Option<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > max {
+        return None;
+    }
+    let mut data = vec![0; meta.len() as usize];
+    file.read_exact_at(&mut data, 0).ok()?;
+    Some(data)
 }
 
 /// A new temporary file beside `path`, its directory created if needed.
@@ -329,21 +356,9 @@ impl<S: Storage> Storage for CachedStorage<S> {
     }
 
     fn kept_blob(&self, id: &Id, length: u32) -> Option<Vec<u8>> {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Only a regular file of the right size: never through a link, and
-        // without waiting on a FIFO someone put there.
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(self.blob_path(id))
-            .ok()?;
-        let meta = file.metadata().ok()?;
-        if !meta.is_file() || meta.len() != u64::from(length) {
-            return None;
-        }
-        let mut data = vec![0; length as usize];
-        file.read_exact_at(&mut data, 0).ok()?;
-        Some(data)
+        // Only a regular file of the right size (see `read_regular`).
+        read_regular(&self.blob_path(id), u64::from(length))
+            .filter(|data| data.len() == length as usize)
     }
 
     fn keep_blob(&self, id: &Id, sealed: &[u8]) {
@@ -361,7 +376,12 @@ impl<S: Storage> Storage for CachedStorage<S> {
         }
         let wanted = self.wanted_blobs();
         let dirs = fs::read_dir(self.dir.join("blobs")).into_iter().flatten();
-        for dir in dirs.flatten().filter(|d| d.file_name().len() == 2) {
+        // Real directories only: a link would lead the sweep outside.
+        let real_dir = |d: &fs::DirEntry| d.file_type().is_ok_and(|t| t.is_dir());
+        for dir in dirs
+            .flatten()
+            .filter(|d| d.file_name().len() == 2 && real_dir(d))
+        {
             for file in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
                 let name = file.file_name().to_string_lossy().into_owned();
                 let young = file
@@ -501,6 +521,48 @@ mod tests {
         fn create_writer(&self, kind: ObjectKind) -> Result<Box<dyn ObjectWriter>> {
             self.inner.create_writer(kind)
         }
+    }
+
+    // Found by attacking delta storage, second round (2026-11-30): a link
+    // among the kept blobs' directories made a backup delete the old files
+    // it led to, outside the cache; a series list that was a FIFO hung the
+    // backup after its snapshot was saved, and one linked to /dev/zero ate
+    // memory until allocation failed.
+    #[test]
+    fn links_and_fifos_in_the_cache_of_kept_blobs_were_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("cache");
+        let cache = CachedStorage::new(MemoryStorage::new(), &cache_dir);
+        cache.keep_blob(&Id([1; 32]), b"kept");
+        let victim = dir.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        let notes = victim.join("notes.txt");
+        fs::write(&notes, b"mine").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 3600);
+        fs::File::options()
+            .write(true)
+            .open(&notes)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        std::os::unix::fs::symlink(&victim, cache_dir.join("blobs/zz")).unwrap();
+        let series = cache_dir.join("blobs/series");
+        fs::create_dir_all(&series).unwrap();
+        let fifo =
+            std::ffi::CString::new(series.join("fifo").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/zero", series.join("zero")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            cache.keep_only("mine", &[Id([1; 32])]);
+            let _ = tx.send(cache.kept_blob(&Id([1; 32]), 4));
+        });
+        let kept = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("keep_only hung");
+        assert_eq!(kept.as_deref(), Some(&b"kept"[..]));
+        assert!(notes.exists(), "a file outside the cache was deleted");
     }
 
     // Found by attacking delta storage (2026-11-30): a kept blob replaced
